@@ -1,0 +1,16 @@
+//! # kp: sandboxed WebAssembly message handlers on Kafka
+//!
+//! Map of the crate:
+//! - [`manifest`]: `NAME.toml` beside `NAME.wasm`: topics, group, limits, guest config.
+//! - [`sandbox`]: wasmtime engine, plugin loading and checking, guest instances, outcomes.
+//! - [`replay`]: `kp replay`: run a handler over JSON lines, no Kafka.
+//! - [`check`]: `kp check`: load a module and describe it.
+//!
+//! `main.rs` only parses the command line and calls into these.
+
+#![deny(unsafe_code)] // One justified exception: loading cached compiled artifacts (sandbox::cache).
+
+pub mod check;
+pub mod manifest;
+pub mod replay;
+pub mod sandbox;

@@ -1,0 +1,295 @@
+//! Plugin manifests: `NAME.toml` beside `NAME.wasm`.
+//!
+//! ```toml
+//! input-topics = ["orders"]        # required to run under `kp run`
+//! output-topic = "orders-enriched" # default destination of outputs that name no topic
+//! group-id = "kp-enricher"         # consumer group; default "kp-" + NAME
+//!
+//! [limits]
+//! timeout-ms = 5000                # wall-clock deadline of one call (default 5000)
+//! memory-mib = 64                  # memory cap of one instance (default 64)
+//!
+//! [config]                         # free-form values the guest reads through kp:plugin/config
+//! api-url = "https://example.com"
+//! ```
+//!
+//! Unknown keys and bad values are refused with a message naming the file and the key.
+//! A module without a manifest gets [`Manifest::default_for`]: it can be checked and replayed,
+//! but `kp run` refuses to run it because it names no input topic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Default wall-clock deadline of one guest call.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Default memory cap of one guest instance.
+pub const DEFAULT_MEMORY_MIB: u64 = 64;
+/// The largest memory cap a manifest may ask for (the pooling allocator reserves slots this big).
+pub const MAX_MEMORY_MIB: u64 = 4_096;
+/// The longest deadline a manifest may ask for: a partition stalls for this long on a hung guest.
+pub const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
+
+/// A parsed, validated plugin manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Plugin name: the file stem of `NAME.wasm`.
+    pub name: String,
+    /// Topics to consume. Empty only for a module without a manifest.
+    pub input_topics: Vec<String>,
+    /// Where outputs that name no topic go.
+    pub output_topic: Option<String>,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Values the guest reads through `kp:plugin/config`, sorted by key.
+    pub config: BTreeMap<String, String>,
+    /// Where the manifest came from (`None` for a module without one).
+    pub source: Option<PathBuf>,
+}
+
+/// Per-instance sandbox limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline of one call into the guest.
+    pub timeout: Duration,
+    /// Maximum linear memory of one instance, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            memory_bytes: DEFAULT_MEMORY_MIB << 20,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawManifest {
+    #[serde(default)]
+    input_topics: Vec<String>,
+    output_topic: Option<String>,
+    group_id: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    memory_mib: Option<u64>,
+}
+
+impl Manifest {
+    /// What a module without a manifest gets: default limits, no topics, no config.
+    pub fn default_for(name: &str) -> Manifest {
+        Manifest {
+            name: name.to_string(),
+            input_topics: Vec::new(),
+            output_topic: None,
+            group_id: format!("kp-{name}"),
+            limits: Limits::default(),
+            config: BTreeMap::new(),
+            source: None,
+        }
+    }
+
+    /// The manifest path that belongs to a module: `dir/NAME.wasm` → `dir/NAME.toml`.
+    pub fn path_for(module: &Path) -> PathBuf {
+        module.with_extension("toml")
+    }
+
+    /// Loads the manifest beside `module`, or the defaults when there is none.
+    pub fn load_for(module: &Path) -> Result<Manifest> {
+        let name = plugin_name(module)?;
+        let path = Self::path_for(module);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&name, &text)
+                .with_context(|| format!("manifest {}", path.display()))
+                .map(|mut m| {
+                    m.source = Some(path);
+                    m
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default_for(&name)),
+            Err(e) => Err(e).with_context(|| format!("reading manifest {}", path.display())),
+        }
+    }
+
+    /// Parses and validates manifest text for plugin `name`.
+    pub fn parse(name: &str, text: &str) -> Result<Manifest> {
+        let raw: RawManifest = toml::from_str(text)?;
+        for topic in raw.input_topics.iter().chain(raw.output_topic.iter()) {
+            validate_topic(topic)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for topic in &raw.input_topics {
+            if !seen.insert(topic) {
+                bail!("input-topics lists {topic:?} twice");
+            }
+        }
+        if let Some(group) = &raw.group_id
+            && group.trim().is_empty()
+        {
+            bail!("group-id must not be empty");
+        }
+        let timeout_ms = raw.limits.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+            bail!("limits.timeout-ms must be between 1 and {MAX_TIMEOUT_MS}, not {timeout_ms}");
+        }
+        let memory_mib = raw.limits.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+        if memory_mib == 0 || memory_mib > MAX_MEMORY_MIB {
+            bail!("limits.memory-mib must be between 1 and {MAX_MEMORY_MIB}, not {memory_mib}");
+        }
+        let mut config = BTreeMap::new();
+        for (key, value) in raw.config {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Datetime(d) => d.to_string(),
+                toml::Value::Array(_) | toml::Value::Table(_) => bail!(
+                    "config.{key} must be a string, number, boolean or date (the guest reads strings), not a {}",
+                    value.type_str()
+                ),
+            };
+            config.insert(key, text);
+        }
+        Ok(Manifest {
+            name: name.to_string(),
+            input_topics: raw.input_topics,
+            output_topic: raw.output_topic,
+            group_id: raw.group_id.unwrap_or_else(|| format!("kp-{name}")),
+            limits: Limits {
+                timeout: Duration::from_millis(timeout_ms),
+                memory_bytes: memory_mib << 20,
+            },
+            config,
+            source: None,
+        })
+    }
+}
+
+/// The plugin name of a module path: its file stem, which must be a usable name.
+pub fn plugin_name(module: &Path) -> Result<String> {
+    let stem = module
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("{}: the file name is not valid UTF-8", module.display()))?;
+    if stem.is_empty()
+        || !stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!(
+            "{}: a plugin name may hold only ASCII letters, digits, '-', '_' and '.'",
+            module.display()
+        );
+    }
+    Ok(stem.to_string())
+}
+
+/// Kafka's rules for topic names: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn validate_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
+        bail!("{topic:?} is not a valid Kafka topic name (1 to 249 characters, not '.' or '..')");
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        bail!(
+            "{topic:?} is not a valid Kafka topic name: {c:?} is not allowed (use a-z A-Z 0-9 . _ -)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_manifest_parses() {
+        let m = Manifest::parse(
+            "enrich",
+            r#"
+            input-topics = ["a", "b"]
+            output-topic = "out"
+            group-id = "g"
+            [limits]
+            timeout-ms = 250
+            memory-mib = 16
+            [config]
+            url = "x"
+            retries = 3
+            ratio = 0.5
+            on = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.input_topics, ["a", "b"]);
+        assert_eq!(m.output_topic.as_deref(), Some("out"));
+        assert_eq!(m.group_id, "g");
+        assert_eq!(m.limits.timeout, Duration::from_millis(250));
+        assert_eq!(m.limits.memory_bytes, 16 << 20);
+        assert_eq!(m.config["retries"], "3");
+        assert_eq!(m.config["ratio"], "0.5");
+        assert_eq!(m.config["on"], "true");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let m = Manifest::parse("up", "input-topics = [\"t\"]").unwrap();
+        assert_eq!(m.group_id, "kp-up");
+        assert_eq!(m.limits, Limits::default());
+        assert_eq!(
+            Manifest::default_for("up").input_topics,
+            Vec::<String>::new()
+        );
+    }
+
+    fn refused(text: &str) -> String {
+        format!("{:#}", Manifest::parse("p", text).unwrap_err())
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(refused("input-topic = [\"t\"]").contains("unknown field `input-topic`"));
+        assert!(refused("[limits]\ntimeout = 5").contains("unknown field `timeout`"));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(refused("input-topics = \"t\"").contains("invalid type"));
+        assert!(refused("input-topics = [\"a b\"]").contains("not a valid Kafka topic name"));
+        assert!(refused("input-topics = [\"a\", \"a\"]").contains("twice"));
+        assert!(refused("[limits]\ntimeout-ms = 0").contains("timeout-ms"));
+        assert!(refused("[limits]\nmemory-mib = 999999").contains("memory-mib"));
+        assert!(refused("[limits]\nmemory-mib = -1").contains("invalid value"));
+        assert!(refused("[config]\nx = [1]").contains("config.x"));
+        assert!(refused("group-id = \" \"").contains("group-id"));
+        assert!(
+            refused("input-topics = [").contains("TOML") || !refused("input-topics = [").is_empty()
+        );
+    }
+
+    #[test]
+    fn plugin_names() {
+        assert_eq!(
+            plugin_name(Path::new("/x/up-per_1.wasm")).unwrap(),
+            "up-per_1"
+        );
+        assert!(plugin_name(Path::new("/x/a b.wasm")).is_err());
+    }
+}

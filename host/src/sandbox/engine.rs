@@ -1,0 +1,118 @@
+//! The shared wasmtime `Engine`: component model, epoch interruption driven by a ticker thread,
+//! and the pooling allocator sized for many small instances.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::IntoAnyhow;
+use crate::manifest::MAX_MEMORY_MIB;
+
+/// How often the epoch advances. A call's deadline is rounded up to a whole number of ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How the engine allocates instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Pre-reserved slots: fresh instances in microseconds (the default).
+    Pooling {
+        /// Most instances alive at once (one per partition worker, plus spares while replacing).
+        max_instances: u32,
+    },
+    /// Allocate on demand (for tools that make one instance, like `kp check`).
+    OnDemand,
+}
+
+impl Default for Allocation {
+    fn default() -> Self {
+        Allocation::Pooling { max_instances: 256 }
+    }
+}
+
+pub fn build_engine(allocation: Allocation) -> Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(OptLevel::Speed);
+    config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16));
+    if let Allocation::Pooling { max_instances } = allocation {
+        let mut pool = PoolingAllocationConfig::default();
+        // Components from some toolchains hold several core instances, memories and tables.
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 8)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 4)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .table_elements(100_000)
+            .max_memory_size((MAX_MEMORY_MIB << 20) as usize)
+            // Keep a little of each memory resident so reusing a slot costs no page faults.
+            .linear_memory_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config)
+        .anyhow()
+        .context("configuring the wasmtime engine")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    /// Tells the thread to stop.
+    stop: Arc<AtomicBool>,
+    /// Joined on drop so no thread outlives the sandbox.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.clone();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kp-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The number of epoch ticks that covers `timeout` (at least 1, plus one for the partial tick).
+pub fn deadline_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_rounds_up() {
+        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
+        assert_eq!(deadline_ticks(Duration::from_secs(5)), 1001);
+        assert_eq!(deadline_ticks(Duration::ZERO), 2);
+    }
+}

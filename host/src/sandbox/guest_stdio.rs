@@ -1,0 +1,135 @@
+//! Guest stdout and stderr, sent to the host's log line by line and tagged with the plugin.
+//!
+//! A guest never inherits the host's stdio: what it prints becomes `tracing` events at INFO
+//! (stdout) or WARN (stderr) with `plugin` and `stream` fields. Partial lines are buffered until
+//! a newline or until the buffer holds [`MAX_LINE`] bytes, so a guest cannot grow host memory.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Longest line kept before it is logged in pieces.
+const MAX_LINE: usize = 8 * 1024;
+
+/// Which guest stream a [`GuestLog`] carries.
+#[derive(Clone, Copy, Debug)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A `StdoutStream` that turns guest output into log lines.
+#[derive(Clone)]
+pub struct GuestLog {
+    /// Plugin name attached to each line.
+    plugin: Arc<str>,
+    stream: Stream,
+    /// Bytes of the current, unfinished line; shared by every handle the guest opens.
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+impl GuestLog {
+    pub fn new(plugin: Arc<str>, stream: Stream) -> Self {
+        GuestLog {
+            plugin,
+            stream,
+            pending: Arc::default(),
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            return;
+        }
+        match self.stream {
+            Stream::Stdout => tracing::info!(plugin = %self.plugin, stream = "stdout", "{text}"),
+            Stream::Stderr => tracing::warn!(plugin = %self.plugin, stream = "stderr", "{text}"),
+        }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for &b in bytes {
+            pending.push(b);
+            if b == b'\n' || pending.len() >= MAX_LINE {
+                self.emit(&pending);
+                pending.clear();
+            }
+        }
+    }
+
+    fn flush_pending(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.is_empty() {
+            self.emit(&pending);
+            pending.clear();
+        }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestLog {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestLog {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        self.flush_pending();
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_LINE)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestLog {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.flush_pending();
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
