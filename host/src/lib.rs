@@ -11,6 +11,10 @@
 #![deny(unsafe_code)] // One justified exception: loading cached compiled artifacts (sandbox::cache).
 
 pub mod check;
+pub mod config;
+pub mod dev;
+pub mod kafka;
 pub mod manifest;
 pub mod replay;
+pub mod runner;
 pub mod sandbox;

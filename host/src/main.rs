@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use std::time::Duration;
+
+use kp::config::{FileConfig, property_strings};
+use kp::kafka::settings::parse_property;
+use kp::kafka::{CommitMode, GroupProtocol, KafkaSettings, RunOptions};
+use kp::runner::{RunConfig, RunReport};
 use kp::sandbox::{Allocation, ArtifactCache, Sandbox, SandboxConfig};
 
 /// Runs sandboxed WebAssembly message handlers on Kafka.
@@ -21,6 +27,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Consume each plugin's input topics, run its handler, produce its outputs, commit.
+    Run {
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+        #[arg(long, env = "KP_BROKERS")]
+        brokers: Option<String>,
+    },
+    /// Run the plugins against an embedded Kafka broker (librdkafka's mock cluster).
+    Dev {
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// Feed sample records to every input topic, print the outputs, and exit.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Check a plugin module (and its manifest) and describe it; non-zero exit on bad input.
     Check {
         /// The module, NAME.wasm (its manifest NAME.toml is read if present).
@@ -39,6 +61,84 @@ enum Command {
         #[command(flatten)]
         cache: CacheArgs,
     },
+}
+
+#[derive(Args, Clone)]
+struct EngineArgs {
+    /// Folder of plugins: NAME.wasm with its manifest NAME.toml.
+    #[arg(long, env = "KP_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// A config file (see the README); command-line flags override it.
+    #[arg(long, env = "KP_CONFIG")]
+    config: Option<PathBuf>,
+    /// A librdkafka property for every client, as key=value (repeatable), like kcat's -X.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// Consumer group protocol [default: classic].
+    #[arg(long, value_enum)]
+    group_protocol: Option<GroupProtocol>,
+    /// When offsets are committed [default: eager].
+    #[arg(long, value_enum)]
+    commit_mode: Option<CommitMode>,
+    /// Bound on draining partitions at a rebalance or shutdown, in milliseconds [default: 30000].
+    #[arg(long)]
+    drain_timeout_ms: Option<u64>,
+    /// Messages queued per partition before it is paused [default: 10000].
+    #[arg(long)]
+    queue_depth: Option<usize>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+impl EngineArgs {
+    /// Resolves file + flags into a run configuration (brokers left empty for `dev`).
+    fn resolve(self, brokers: Option<String>) -> Result<RunConfig> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let mut common = property_strings(&file.kafka)?;
+        for p in &self.properties {
+            let (k, v) = parse_property(p)?;
+            common.insert(k, v);
+        }
+        let plugins = self
+            .plugins
+            .or(file.plugins)
+            .context("no plugins folder given (use --plugins DIR)")?;
+        let kafka = KafkaSettings {
+            brokers: brokers.or(file.brokers).unwrap_or_default(),
+            group_protocol: self
+                .group_protocol
+                .or(file.group_protocol.map(Into::into))
+                .unwrap_or_default(),
+            common,
+            consumer: property_strings(&file.kafka_consumer)?,
+            producer: property_strings(&file.kafka_producer)?,
+        };
+        let queue_depth = self.queue_depth.or(file.queue_depth).unwrap_or(10_000);
+        anyhow::ensure!(queue_depth >= 2, "--queue-depth must be at least 2");
+        Ok(RunConfig {
+            plugins_dir: plugins,
+            options: RunOptions {
+                kafka,
+                commit_mode: self
+                    .commit_mode
+                    .or(file.commit_mode.map(Into::into))
+                    .unwrap_or_default(),
+                drain_timeout: Duration::from_millis(
+                    self.drain_timeout_ms
+                        .or(file.drain_timeout_ms)
+                        .unwrap_or(30_000),
+                ),
+                queue_depth,
+            },
+            sandbox: SandboxConfig {
+                cache_dir: self.cache.dir(),
+                allocation: Allocation::default(),
+            },
+        })
+    }
 }
 
 #[derive(Args, Clone)]
@@ -90,8 +190,58 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Exit status 3: some partition halted on a message it could not finish.
+const EXIT_HALTED: u8 = 3;
+
+fn finish(report: RunReport) -> ExitCode {
+    for refused in &report.refused {
+        eprintln!("kp: refused: {refused}");
+    }
+    if report.halts.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for h in &report.halts {
+        eprintln!(
+            "kp: HALTED {}/{} of plugin {} at offset {} (not committed): {}",
+            h.topic, h.partition, h.plugin, h.offset, h.reason
+        );
+    }
+    ExitCode::from(EXIT_HALTED)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run { engine, brokers } => {
+            let config = engine.resolve(brokers)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(kp::runner::run(config, interrupted()))?;
+            Ok(finish(report))
+        }
+        Command::Dev { engine, demo } => {
+            let config = engine.resolve(Some("embedded".into()))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(kp::dev::dev(config, demo, interrupted()))?;
+            Ok(finish(report))
+        }
         Command::Check { file, cache } => {
             let sandbox = one_shot_sandbox(&cache)?;
             let report = kp::check::check(&sandbox, &file)?;
@@ -107,10 +257,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let loaded = sandbox.load(&plugin)?;
             let stdout = std::io::stdout().lock();
             let summary = if input == "-" {
-                kp::replay::replay(&sandbox, loaded, std::io::stdin().lock(), stdout)?
+                kp::replay::replay(loaded, std::io::stdin().lock(), stdout)?
             } else {
                 let file = open(Path::new(&input))?;
-                kp::replay::replay(&sandbox, loaded, BufReader::new(file), stdout)?
+                kp::replay::replay(loaded, BufReader::new(file), stdout)?
             };
             tracing::info!(
                 messages = summary.messages,

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::sandbox::LoadedPlugin;
 use crate::sandbox::{
-    HandlerFailure, Header, Message, Output, PluginInstance, Sandbox, Timestamp, TimestampType,
+    HandlerFailure, Header, Message, Output, PluginInstance, Timestamp, TimestampType,
 };
 use std::sync::Arc;
 
@@ -159,12 +159,11 @@ pub struct ReplaySummary {
 /// Runs `plugin` over every line of `input`, writing one result line per message to `out`.
 /// A line that is not a valid message stops the replay with its line number.
 pub fn replay(
-    sandbox: &Sandbox,
     plugin: Arc<LoadedPlugin>,
     input: impl BufRead,
     mut out: impl Write,
 ) -> Result<ReplaySummary> {
-    let mut instance = PluginInstance::new(sandbox, plugin.clone())
+    let mut instance = PluginInstance::new(plugin.clone())
         .map_err(|e| anyhow::anyhow!("{}: {e}", plugin.path.display()))?;
     let mut summary = ReplaySummary::default();
     let mut index = 0i64;

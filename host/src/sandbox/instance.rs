@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap};
 
-use super::Sandbox;
 use super::bindings::{HandlerWorld, Message};
 use super::engine::deadline_ticks;
 use super::outcome::{HandlerFailure, HandlerOutcome};
@@ -34,7 +33,7 @@ pub struct PluginInstance {
 
 impl PluginInstance {
     /// Instantiates `plugin` and runs its `init`.
-    pub fn new(_sandbox: &Sandbox, plugin: Arc<LoadedPlugin>) -> Result<Self, HandlerFailure> {
+    pub fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, HandlerFailure> {
         let deadline = deadline_ticks(plugin.manifest.limits.timeout);
         let mut instance = PluginInstance {
             plugin,

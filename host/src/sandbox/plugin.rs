@@ -209,7 +209,7 @@ impl Sandbox {
             pre,
         });
         // Prove that an instance starts here, once, rather than in every partition worker.
-        PluginInstance::new(self, plugin.clone()).map_err(|e| LoadError::StartFailed {
+        PluginInstance::new(plugin.clone()).map_err(|e| LoadError::StartFailed {
             path: path_buf,
             reason: e.to_string(),
         })?;

@@ -1,0 +1,197 @@
+//! The committer: one thread per plugin consumer that commits finished offsets as early as
+//! possible. After each advance a commit goes out at once; while it is in flight, later advances
+//! pile up in the channel and are coalesced into the next commit. There is no fixed interval.
+//!
+//! Every commit names its offsets explicitly (no "commit what was stored"), so what is committed
+//! is exactly what [`super::progress::PartitionProgress`] computed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Pause after a failed commit before trying again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the committer is asked to do.
+pub enum CommitRequest {
+    /// The partition's committable offset moved to `next`.
+    Advance {
+        topic: Arc<str>,
+        partition: i32,
+        next: i64,
+    },
+    /// Commit everything pending now and reply when it is committed (or failed).
+    Flush { reply: Sender<Result<(), String>> },
+    /// The partition is no longer ours: drop anything pending for it.
+    Forget { topic: Arc<str>, partition: i32 },
+    /// Commit what is pending, then exit.
+    Stop,
+}
+
+/// The sending side, given to every partition's progress tracker.
+#[derive(Clone)]
+pub struct CommitSink(Sender<CommitRequest>);
+
+impl CommitSink {
+    pub fn new(tx: Sender<CommitRequest>) -> Self {
+        CommitSink(tx)
+    }
+
+    pub fn advance(&self, topic: Arc<str>, partition: i32, next: i64) {
+        let _ = self.0.send(CommitRequest::Advance {
+            topic,
+            partition,
+            next,
+        });
+    }
+
+    pub fn forget(&self, topic: Arc<str>, partition: i32) {
+        let _ = self.0.send(CommitRequest::Forget { topic, partition });
+    }
+
+    /// Commits everything pending and waits for the result, at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let (reply, answer) = bounded(1);
+        self.0
+            .send(CommitRequest::Flush { reply })
+            .map_err(|_| anyhow!("the committer has stopped"))?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result.map_err(|e| anyhow!(e)),
+            Err(_) => Err(anyhow!("commit did not complete within {timeout:?}")),
+        }
+    }
+}
+
+/// Owns the committer thread.
+pub struct Committer {
+    sink: CommitSink,
+    thread: Option<JoinHandle<()>>,
+}
+
+type Key = (Arc<str>, i32);
+
+impl Committer {
+    /// Starts committing for `consumer`, reading requests from `requests`.
+    pub fn start<C: ConsumerContext + 'static>(
+        plugin: Arc<str>,
+        consumer: Arc<BaseConsumer<C>>,
+        sink: CommitSink,
+        requests: Receiver<CommitRequest>,
+    ) -> Result<Self> {
+        let thread = std::thread::Builder::new()
+            .name(format!("kp-commit-{plugin}"))
+            .spawn(move || commit_loop(&plugin, &consumer, &requests))
+            .context("starting the committer thread")?;
+        Ok(Committer {
+            sink,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn sink(&self) -> CommitSink {
+        self.sink.clone()
+    }
+
+    /// Commits what is pending and stops the thread (which drops its consumer handle).
+    pub fn stop(mut self) {
+        let _ = self.sink.0.send(CommitRequest::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn commit_loop<C: ConsumerContext>(
+    plugin: &str,
+    consumer: &BaseConsumer<C>,
+    requests: &Receiver<CommitRequest>,
+) {
+    let mut pending: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut waiters: Vec<Sender<Result<(), String>>> = Vec::new();
+    let mut stopping = false;
+    let mut last_failed = false;
+    loop {
+        // Block for the next request; after a failed commit, wake up to retry it.
+        let first = if last_failed {
+            requests.recv_timeout(RETRY_BACKOFF)
+        } else {
+            requests.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        match first {
+            Ok(request) => absorb(request, &mut pending, &mut waiters, &mut stopping),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => stopping = true,
+        }
+        // Coalesce everything that queued up while the last commit was in flight.
+        for request in requests.try_iter() {
+            absorb(request, &mut pending, &mut waiters, &mut stopping);
+        }
+        let result = if pending.is_empty() {
+            Ok(())
+        } else {
+            commit(consumer, &pending)
+        };
+        last_failed = result.is_err();
+        match &result {
+            Ok(()) => pending.clear(),
+            Err(e) => tracing::warn!(plugin, "commit failed, will retry: {e}"),
+        }
+        for waiter in waiters.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+        if stopping {
+            if !pending.is_empty() {
+                tracing::warn!(
+                    plugin,
+                    "committer stopping with offsets it could not commit: {pending:?}"
+                );
+            }
+            return;
+        }
+    }
+}
+
+fn absorb(
+    request: CommitRequest,
+    pending: &mut BTreeMap<Key, i64>,
+    waiters: &mut Vec<Sender<Result<(), String>>>,
+    stopping: &mut bool,
+) {
+    match request {
+        CommitRequest::Advance {
+            topic,
+            partition,
+            next,
+        } => {
+            let slot = pending.entry((topic, partition)).or_insert(next);
+            *slot = (*slot).max(next);
+        }
+        CommitRequest::Flush { reply } => waiters.push(reply),
+        CommitRequest::Forget { topic, partition } => {
+            pending.remove(&(topic, partition));
+        }
+        CommitRequest::Stop => *stopping = true,
+    }
+}
+
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    pending: &BTreeMap<Key, i64>,
+) -> Result<(), String> {
+    let mut tpl = TopicPartitionList::with_capacity(pending.len());
+    for ((topic, partition), next) in pending {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+            .map_err(|e| e.to_string())?;
+    }
+    let result = consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| e.to_string());
+    drop(tpl);
+    result
+}

@@ -1,0 +1,68 @@
+//! The Kafka side: consume each plugin's topics, run the handler, produce, commit.
+//!
+//! - [`settings`]: librdkafka properties kp sets (and why) and the user's pass-through ones.
+//! - [`plugin_consumer`]: one group member per plugin; polling, backpressure, rebalances, drain.
+//! - [`worker`]: one thread per partition; calls the guest in offset order; strict mode.
+//! - [`progress`]: **the commit rule**: which offset of a partition is finished.
+//! - [`committer`]: commits finished offsets as early as possible, coalescing while one is in flight.
+//! - [`output`]: the shared idempotent producer and its delivery reports.
+//! - [`health`]: halted partitions, for the log and the exit status.
+
+pub mod committer;
+pub mod health;
+pub mod output;
+pub mod plugin_consumer;
+pub mod progress;
+pub mod settings;
+pub mod worker;
+
+use std::time::Duration;
+
+use rdkafka::config::RDKafkaLogLevel;
+
+pub use health::{Halt, Health};
+pub use plugin_consumer::PluginConsumer;
+pub use settings::{GroupProtocol, KafkaSettings};
+
+/// When offsets are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CommitMode {
+    /// After each handler return a commit goes out; returns that arrive while a commit is in
+    /// flight are coalesced into the next one.
+    #[default]
+    Eager,
+    /// Synchronously after every message, before the next one is handed to the handler.
+    Strict,
+}
+
+/// Options shared by every plugin consumer of one `kp run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub kafka: KafkaSettings,
+    pub commit_mode: CommitMode,
+    /// Bound on draining a revoked partition, and on shutdown.
+    pub drain_timeout: Duration,
+    /// Messages queued per partition before the partition is paused.
+    pub queue_depth: usize,
+}
+
+/// Sends a librdkafka log line to `tracing` at the matching level.
+pub(crate) fn rdkafka_log(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "kp::librdkafka", client, fac, "{message}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "kp::librdkafka", client, fac, "{message}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "kp::librdkafka", client, fac, "{message}")
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "kp::librdkafka", client, fac, "{message}")
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The commit rule for one partition.
+//!
+//! A message is *finished* when its handler has returned and every record it produced has been
+//! acknowledged by the broker. The committable offset of a partition is one past the last
+//! message such that it and every earlier message are finished. `PartitionProgress` tracks the
+//! messages in flight in offset order and moves that offset forward, telling the committer each
+//! time it does. A failure freezes it: nothing at or after the failed message is ever committed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::committer::CommitSink;
+use super::health::{Halt, Health};
+
+/// One message whose outputs are not all acknowledged yet.
+#[derive(Debug)]
+struct InFlight {
+    offset: i64,
+    /// Outputs sent and not yet acknowledged.
+    unacked: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Messages handed to the producer, in offset order.
+    in_flight: VecDeque<InFlight>,
+    /// The next offset to commit (last finished + 1), once anything has finished.
+    committable: Option<i64>,
+    /// Set when a message failed: the partition is halted at that offset.
+    failed_at: Option<i64>,
+    /// Set once the partition is revoked or stopped: progress is no longer sent to the committer.
+    detached: bool,
+}
+
+/// Finished-offset tracking for one assigned partition; shared by its worker (which registers
+/// messages), the producer's delivery callback (which acknowledges outputs) and the consumer
+/// (which waits for it to go idle when draining).
+pub struct PartitionProgress {
+    pub plugin: Arc<str>,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    state: Mutex<State>,
+    /// Signalled whenever `committable` moves or the partition fails.
+    changed: Condvar,
+    sink: CommitSink,
+    health: Arc<Health>,
+}
+
+impl PartitionProgress {
+    pub fn new(
+        plugin: Arc<str>,
+        topic: Arc<str>,
+        partition: i32,
+        sink: CommitSink,
+        health: Arc<Health>,
+    ) -> Self {
+        PartitionProgress {
+            plugin,
+            topic,
+            partition,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            sink,
+            health,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The handler returned for `offset` and `outputs` records are about to be sent.
+    /// With no outputs the message is finished at once.
+    pub fn handled(&self, offset: i64, outputs: u32) {
+        let mut state = self.lock();
+        debug_assert!(
+            state
+                .in_flight
+                .back()
+                .is_none_or(|last| last.offset < offset)
+        );
+        state.in_flight.push_back(InFlight {
+            offset,
+            unacked: outputs,
+        });
+        self.advance(&mut state);
+    }
+
+    /// The broker acknowledged (or refused) one output of the message at `offset`.
+    pub fn acked(&self, offset: i64, result: Result<(), String>) {
+        let mut state = self.lock();
+        if let Err(reason) = result {
+            drop(state);
+            self.fail(
+                offset,
+                format!("an output record was not delivered: {reason}"),
+            );
+            return;
+        }
+        if let Ok(i) = state.in_flight.binary_search_by_key(&offset, |m| m.offset) {
+            let entry = &mut state.in_flight[i];
+            entry.unacked = entry.unacked.saturating_sub(1);
+        }
+        self.advance(&mut state);
+    }
+
+    /// The message at `offset` failed: halt the partition there and say so loudly.
+    pub fn fail(&self, offset: i64, reason: String) {
+        let mut state = self.lock();
+        if state.failed_at.is_some_and(|at| at <= offset) {
+            return;
+        }
+        state.failed_at = Some(offset);
+        let committed_up_to = state.committable;
+        drop(state);
+        self.changed.notify_all();
+        self.health.halted(Halt {
+            plugin: self.plugin.to_string(),
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset,
+            reason,
+            committable: committed_up_to,
+        });
+    }
+
+    fn advance(&self, state: &mut State) {
+        let mut moved = false;
+        while let Some(front) = state.in_flight.front() {
+            let blocked = state.failed_at.is_some_and(|at| at <= front.offset);
+            if front.unacked > 0 || blocked {
+                break;
+            }
+            state.committable = Some(front.offset + 1);
+            state.in_flight.pop_front();
+            moved = true;
+        }
+        if moved {
+            if !state.detached
+                && let Some(next) = state.committable
+            {
+                self.sink.advance(self.topic.clone(), self.partition, next);
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// The next offset to commit, if any message has finished.
+    pub fn committable(&self) -> Option<i64> {
+        self.lock().committable
+    }
+
+    /// The offset the partition halted at, if it did.
+    pub fn failed_at(&self) -> Option<i64> {
+        self.lock().failed_at
+    }
+
+    /// Waits until everything up to and including `offset` is finished. False on failure or timeout.
+    pub fn wait_finished(&self, offset: i64, deadline: Instant) -> bool {
+        let mut state = self.lock();
+        loop {
+            if state.committable.is_some_and(|next| next > offset) {
+                return true;
+            }
+            if state.failed_at.is_some() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until no message is in flight (or the partition failed). False on timeout.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut state = self.lock();
+        loop {
+            let stuck_on_failure = state.failed_at.is_some();
+            if state.in_flight.is_empty() || stuck_on_failure {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops sending progress to the committer (the partition is revoked or stopped).
+    pub fn detach(&self) {
+        self.lock().detached = true;
+    }
+
+    /// Messages still in flight (for logs when a drain times out).
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::committer::{CommitRequest, CommitSink};
+    use super::*;
+    use std::time::Duration;
+
+    fn progress() -> (
+        PartitionProgress,
+        crossbeam_channel::Receiver<CommitRequest>,
+        Arc<Health>,
+    ) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let health = Arc::new(Health::default());
+        (
+            PartitionProgress::new(
+                "p".into(),
+                "t".into(),
+                0,
+                CommitSink::new(tx),
+                health.clone(),
+            ),
+            rx,
+            health,
+        )
+    }
+
+    fn advances(rx: &crossbeam_channel::Receiver<CommitRequest>) -> Vec<i64> {
+        rx.try_iter()
+            .filter_map(|r| match r {
+                CommitRequest::Advance { next, .. } => Some(next),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_outputs_finish_at_once() {
+        let (p, rx, _) = progress();
+        p.handled(10, 0);
+        assert_eq!(p.committable(), Some(11));
+        assert_eq!(advances(&rx), [11]);
+    }
+
+    #[test]
+    fn commit_waits_for_every_ack_in_order() {
+        let (p, rx, _) = progress();
+        p.handled(0, 2);
+        p.handled(1, 1);
+        p.handled(2, 0);
+        assert_eq!(p.committable(), None);
+        p.acked(1, Ok(()));
+        assert_eq!(p.committable(), None, "offset 0 is not finished yet");
+        p.acked(0, Ok(()));
+        assert_eq!(
+            p.committable(),
+            None,
+            "offset 0 still has one output unacknowledged"
+        );
+        p.acked(0, Ok(()));
+        assert_eq!(p.committable(), Some(3), "0, 1 and 2 are all finished");
+        assert_eq!(advances(&rx), [3]);
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_fine() {
+        let (p, _, _) = progress();
+        p.handled(5, 1);
+        p.handled(9, 0);
+        p.acked(5, Ok(()));
+        assert_eq!(p.committable(), Some(10));
+    }
+
+    #[test]
+    fn a_failed_delivery_freezes_the_partition() {
+        let (p, rx, health) = progress();
+        p.handled(0, 1);
+        p.handled(1, 1);
+        p.handled(2, 1);
+        p.acked(0, Ok(()));
+        p.acked(1, Err("broker said no".into()));
+        p.acked(2, Ok(()));
+        assert_eq!(
+            p.committable(),
+            Some(1),
+            "nothing at or past the failure is committable"
+        );
+        assert_eq!(p.failed_at(), Some(1));
+        assert_eq!(advances(&rx), [1]);
+        let halts = health.halts();
+        assert_eq!(halts.len(), 1);
+        assert_eq!(halts[0].offset, 1);
+        assert!(halts[0].reason.contains("broker said no"));
+    }
+
+    #[test]
+    fn a_handler_failure_halts_before_the_message() {
+        let (p, _, health) = progress();
+        p.handled(0, 0);
+        p.fail(1, "trap".into());
+        p.handled(2, 0);
+        assert_eq!(p.committable(), Some(1));
+        assert_eq!(health.halts().len(), 1);
+    }
+
+    #[test]
+    fn detached_progress_is_not_sent() {
+        let (p, rx, _) = progress();
+        p.detach();
+        p.handled(0, 0);
+        assert_eq!(p.committable(), Some(1));
+        assert!(advances(&rx).is_empty());
+    }
+
+    #[test]
+    fn waiting_for_a_message_sees_acks_from_another_thread() {
+        let (p, _, _) = progress();
+        let p = Arc::new(p);
+        p.handled(0, 1);
+        let acker = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                p.acked(0, Ok(()));
+            })
+        };
+        assert!(p.wait_finished(0, Instant::now() + Duration::from_secs(10)));
+        assert!(p.wait_idle(Instant::now()));
+        acker.join().unwrap();
+        p.handled(1, 1);
+        assert!(
+            !p.wait_finished(1, Instant::now() + Duration::from_millis(10)),
+            "times out"
+        );
+    }
+}

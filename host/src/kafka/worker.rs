@@ -1,0 +1,186 @@
+//! `PartitionWorker`: one thread per assigned partition. It owns the partition's guest instance
+//! and hands it the partition's messages one at a time, in offset order; sends what the handler
+//! returns; and registers each message with the partition's progress tracker (which decides
+//! when its offset may be committed). In strict mode it also waits until that offset is
+//! committed before it takes the next message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+
+use super::CommitMode;
+use super::committer::CommitSink;
+use super::output::{self, AckToken, OutputProducer};
+use super::progress::PartitionProgress;
+use crate::sandbox::{LoadedPlugin, Message, PluginInstance};
+
+/// How long strict mode waits for one message's outputs and commit before re-checking `stop`.
+const STRICT_WAIT_SLICE: Duration = Duration::from_millis(200);
+
+/// What a worker needs besides its own partition.
+#[derive(Clone)]
+pub struct WorkerShared {
+    pub producer: Arc<OutputProducer>,
+    pub commits: CommitSink,
+    pub mode: CommitMode,
+}
+
+/// The consumer's handle on a running worker.
+pub struct WorkerHandle {
+    /// Bounded queue of messages for this partition; dropping it ends the worker.
+    pub queue: Sender<Message>,
+    /// Set to make the worker stop after the message it is handling (queued ones stay uncommitted).
+    pub stop: Arc<AtomicBool>,
+    /// Disconnected when the worker thread has exited.
+    pub exited: Receiver<()>,
+    pub progress: Arc<PartitionProgress>,
+    /// Detached rather than joined when a drain times out on a hung guest.
+    pub thread: Option<JoinHandle<()>>,
+}
+
+struct PartitionWorker {
+    plugin: Arc<LoadedPlugin>,
+    queue: Receiver<Message>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<PartitionProgress>,
+    shared: WorkerShared,
+    /// Held (never sent on) so `exited` disconnects when this worker is gone.
+    _alive: Sender<()>,
+}
+
+/// Starts a worker for one partition with a queue of `depth` messages.
+pub fn spawn(
+    plugin: Arc<LoadedPlugin>,
+    progress: Arc<PartitionProgress>,
+    shared: WorkerShared,
+    depth: usize,
+) -> Result<WorkerHandle> {
+    let (queue_tx, queue_rx) = crossbeam_channel::bounded(depth);
+    let (alive, exited) = crossbeam_channel::bounded(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = PartitionWorker {
+        plugin,
+        queue: queue_rx,
+        stop: stop.clone(),
+        progress: progress.clone(),
+        shared,
+        _alive: alive,
+    };
+    let name = format!(
+        "kp-{}-{}-{}",
+        progress.plugin, progress.topic, progress.partition
+    );
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker.run())
+        .context("starting a partition worker thread")?;
+    Ok(WorkerHandle {
+        queue: queue_tx,
+        stop,
+        exited,
+        progress,
+        thread: Some(thread),
+    })
+}
+
+impl PartitionWorker {
+    fn run(self) {
+        let mut instance = match PluginInstance::new(self.plugin.clone()) {
+            Ok(instance) => instance,
+            Err(failure) => {
+                // Nothing was handled: halt before the first queued message.
+                if let Ok(first) = self.queue.recv() {
+                    self.progress.fail(first.offset, failure.to_string());
+                }
+                return;
+            }
+        };
+        while let Ok(message) = self.queue.recv() {
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if !self.handle(&mut instance, &message) {
+                return; // halted: the progress tracker has said so loudly
+            }
+        }
+    }
+
+    /// Handles one message. False when the partition must halt.
+    fn handle(&self, instance: &mut PluginInstance, message: &Message) -> bool {
+        let offset = message.offset;
+        let outputs = match instance.handle(message) {
+            Ok(outputs) => outputs,
+            Err(failure) => {
+                self.progress
+                    .fail(offset, format!("{} ({})", failure, failure.kind()));
+                return false;
+            }
+        };
+        let default_topic = self.plugin.manifest.output_topic.as_deref();
+        if outputs.iter().any(|o| o.topic.is_none()) && default_topic.is_none() {
+            self.progress.fail(
+                offset,
+                "the handler returned an output without a topic and the manifest names no output-topic".into(),
+            );
+            return false;
+        }
+        self.progress.handled(offset, outputs.len() as u32);
+        for out in &outputs {
+            let topic = out
+                .topic
+                .as_deref()
+                .or(default_topic)
+                .expect("checked above");
+            let token = AckToken {
+                progress: self.progress.clone(),
+                offset,
+            };
+            if let Err(error) = output::send(&self.shared.producer, topic, out, token) {
+                self.progress
+                    .fail(offset, format!("producing to {topic:?} failed: {error}"));
+                return false;
+            }
+        }
+        if self.shared.mode == CommitMode::Strict {
+            return self.commit_now(offset);
+        }
+        true
+    }
+
+    /// Strict mode: wait until this message is finished and its offset committed.
+    fn commit_now(&self, offset: i64) -> bool {
+        loop {
+            if self
+                .progress
+                .wait_finished(offset, Instant::now() + STRICT_WAIT_SLICE)
+            {
+                break;
+            }
+            if self.progress.failed_at().is_some() {
+                return false;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return true;
+            }
+        }
+        loop {
+            match self.shared.commits.flush(Duration::from_secs(30)) {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(
+                        plugin = %self.progress.plugin, topic = %self.progress.topic,
+                        partition = self.progress.partition, offset, "strict commit failed, retrying: {e:#}"
+                    );
+                    if self.stop.load(Ordering::Acquire) {
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
