@@ -139,7 +139,12 @@ fn commit_loop<C: ConsumerContext>(
         };
         last_failed = result.is_err();
         match &result {
-            Ok(()) => pending.clear(),
+            Ok(()) => {
+                if !pending.is_empty() {
+                    tracing::debug!(plugin, offsets = ?pending, "committed");
+                }
+                pending.clear();
+            }
             Err(e) => tracing::warn!(plugin, "commit failed, will retry: {e}"),
         }
         for waiter in waiters.drain(..) {

@@ -7,6 +7,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "kp:plugin/handler-world@0.1.0",
+    additional_derives: [PartialEq, Eq],
 });
 
 pub use exports::kp::plugin::handler::{HandlerError, Message, Output};

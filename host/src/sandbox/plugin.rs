@@ -168,6 +168,13 @@ impl Sandbox {
             .exports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::UnsupportedImport {
+                    path: path_buf.clone(),
+                    reason: format!("{e:#}"),
+                })?;
         if !exports.iter().any(|name| name == HANDLER_EXPORT) {
             let found = if exports.is_empty() {
                 "it exports nothing".to_string()
@@ -179,13 +186,6 @@ impl Sandbox {
                 reason: format!("it does not export `{HANDLER_EXPORT}` ({found})"),
             });
         }
-        let instance_pre =
-            self.linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::UnsupportedImport {
-                    path: path_buf.clone(),
-                    reason: format!("{e:#}"),
-                })?;
         let pre = HandlerWorldPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path_buf.clone(),
             reason: format!("{e:#}"),

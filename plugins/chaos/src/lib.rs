@@ -15,7 +15,11 @@
 //! | `config`       | returns the `[config]` entries as `k=v` lines                          |
 //! | `stdio`        | writes to stdout and stderr and logs at every level, then passes       |
 //! | anything else  | passes the message through                                             |
+//!
+//! Config: `delay-us = N` busy-waits N microseconds on every message (a slow handler);
+//! `log-each = true` logs "handling offset N" at info level before each message.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,8 +27,39 @@ use kp_guest::{HandlerError, HandlerResult, Message, Output, config, log};
 
 static HANDLED: AtomicU64 = AtomicU64::new(0);
 
+struct Settings {
+    delay: Duration,
+    log_each: bool,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+fn init() -> Result<(), String> {
+    let delay_us: u64 = match config::get("delay-us") {
+        Some(v) => v.parse().map_err(|e| format!("delay-us: {e}"))?,
+        None => 0,
+    };
+    let log_each = config::get("log-each").as_deref() == Some("true");
+    let _ = SETTINGS.set(Settings { delay: Duration::from_micros(delay_us), log_each });
+    Ok(())
+}
+
+fn busy_wait(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
 fn handle(msg: Message) -> HandlerResult {
     let handled = HANDLED.fetch_add(1, Ordering::Relaxed) + 1;
+    let settings = SETTINGS.get().expect("init runs first");
+    if settings.log_each {
+        log::info(&format!("handling offset {}", msg.offset));
+    }
+    if !settings.delay.is_zero() {
+        busy_wait(settings.delay);
+    }
     let key = msg.key_str().unwrap_or("").to_string();
     match key.as_str() {
         "panic" => panic!("chaos: asked to panic at offset {}", msg.offset),
@@ -69,14 +104,11 @@ fn handle(msg: Message) -> HandlerResult {
             }
             if let Some(ms) = other.strip_prefix("sleep:") {
                 let ms: u64 = ms.parse().map_err(HandlerError::bad_message)?;
-                let until = Instant::now() + Duration::from_millis(ms);
-                while Instant::now() < until {
-                    std::hint::spin_loop();
-                }
+                busy_wait(Duration::from_millis(ms));
             }
             Ok(vec![Output::from_message(&msg)])
         }
     }
 }
 
-kp_guest::export_handler!(handle);
+kp_guest::export_handler!(handle, init = init);

@@ -1,0 +1,405 @@
+//! Helpers shared by kp's integration tests: building the example plugins once, a plugins folder
+//! per test, the real Kafka broker (started by `scripts/kafka.sh start`), running the `kp` binary.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The folder `plugins/build.sh` fills: every example plugin with its manifest, built from source
+/// by this test run (once per test binary; cargo skips the work when nothing changed).
+pub fn plugins_dist() -> &'static Path {
+    static DIST: OnceLock<PathBuf> = OnceLock::new();
+    DIST.get_or_init(|| {
+        let out = repo_root().join("target/plugins/dist");
+        let status = Command::new(repo_root().join("plugins/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running plugins/build.sh");
+        assert!(status.success(), "plugins/build.sh failed");
+        out
+    })
+}
+
+/// The path of an example plugin's module.
+pub fn module(name: &str) -> PathBuf {
+    plugins_dist().join(format!("{name}.wasm"))
+}
+
+/// The `kp` binary under test.
+pub fn kp_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kp"))
+}
+
+/// A compiled-artifact cache shared by the tests (speeds up repeated loads).
+pub fn cache_dir() -> PathBuf {
+    repo_root().join("target/kp-test-cache")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{}-{}-{}", std::process::id(), nanos % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A plugins folder for one test: copies of example modules with manifests written by the test.
+pub struct PluginDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    pub fn new() -> Self {
+        PluginDir { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds example plugin `module` as `name`, with this manifest text.
+    pub fn add(&self, module_name: &str, name: &str, manifest: &str) -> &Self {
+        std::fs::copy(module(module_name), self.path().join(format!("{name}.wasm"))).unwrap();
+        std::fs::write(self.path().join(format!("{name}.toml")), manifest).unwrap();
+        self
+    }
+
+    /// Writes arbitrary bytes as `name.wasm`.
+    pub fn add_raw(&self, name: &str, bytes: &[u8]) -> &Self {
+        std::fs::write(self.path().join(format!("{name}.wasm")), bytes).unwrap();
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real broker
+
+/// The bootstrap address of the test broker (`KP_TEST_BROKERS`, default 127.0.0.1:9092). Panics
+/// with instructions when it does not answer.
+pub fn brokers() -> &'static str {
+    static BROKERS: OnceLock<String> = OnceLock::new();
+    BROKERS.get_or_init(|| {
+        let brokers = std::env::var("KP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        if let Err(e) = probe.fetch_metadata(None, Duration::from_secs(20)) {
+            panic!("no Kafka broker answers at {brokers} ({e}); start one with `scripts/kafka.sh start`");
+        }
+        brokers
+    })
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+}
+
+/// Creates a topic and waits until its partitions have leaders.
+pub fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = runtime()
+        .block_on(admin.create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)))))
+        .unwrap();
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = probe.fetch_metadata(Some(name), Duration::from_secs(5)).unwrap();
+        let ready = md.topics().iter().any(|t| {
+            t.error().is_none() && t.partitions().len() == partitions as usize && t.partitions().iter().all(|p| p.leader() >= 0)
+        });
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topic {name} did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub partition: Option<i32>,
+}
+
+impl Rec {
+    pub fn kv(key: &str, value: &str) -> Self {
+        Rec { key: Some(key.into()), value: Some(value.into()), headers: vec![], partition: None }
+    }
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    pub fn on(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Read {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).map(|v| std::str::from_utf8(v).unwrap())
+    }
+}
+
+/// Produces records and waits until the broker has acknowledged them all.
+pub fn produce(topic: &str, records: &[Rec]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for r in records {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            record = record.payload(v.as_slice());
+        }
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
+        if !r.headers.is_empty() {
+            let mut hs = OwnedHeaders::new();
+            for (n, v) in &r.headers {
+                hs = hs.insert(Header { key: n, value: Some(v.as_slice()) });
+            }
+            record = record.headers(hs);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The log-end offset of every partition of `topic`.
+pub fn log_end(topic: &str) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    parts
+        .into_iter()
+        .map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
+        .collect()
+}
+
+/// The committed offsets of `group` on `topic` (partitions without a commit are left out).
+pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let ends = log_end(topic);
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition(topic, *p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let out = got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    drop(got);
+    out
+}
+
+/// Waits until `group`'s committed offsets on `topic` equal the log-end offsets.
+pub fn wait_committed_to_end(group: &str, topic: &str, timeout: Duration) -> BTreeMap<i32, i64> {
+    let deadline = Instant::now() + timeout;
+    let ends = log_end(topic);
+    loop {
+        let c = committed(group, topic);
+        if c == ends {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "group {group}: committed {c:?} never reached the log end {ends:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Reads every record of `topic` until at least `expected` arrived and the log end is reached,
+/// failing after `timeout`.
+pub fn read_all(topic: &str, expected: usize, timeout: Duration) -> Vec<Read> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = read_topic(topic);
+        if out.len() >= expected {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{topic}: only {} of {expected} records arrived", out.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Reads `topic` from the beginning up to its current log end.
+pub fn read_topic(topic: &str) -> Vec<Read> {
+    let ends = log_end(topic);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    drop(tpl);
+    let mut out = Vec::new();
+    let mut pos: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pos.iter().any(|(p, o)| *o < ends[p]) {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        pos.insert(m.partition(), m.offset() + 1);
+        out.push(Read {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running kp
+
+/// A `kp run` child process with its log in a file.
+pub struct Kp {
+    pub child: Child,
+    pub log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+/// Extra `-X` settings that make the classic protocol rebalance quickly in tests.
+pub const FAST_CLASSIC: &[&str] = &["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"];
+
+impl Kp {
+    /// Starts `kp run` on `plugins` against the test broker, with extra arguments.
+    pub fn run(plugins: &Path, extra: &[&str]) -> Kp {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("kp.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(kp_bin())
+            .arg("run")
+            .arg("--brokers")
+            .arg(brokers())
+            .arg("--plugins")
+            .arg(plugins)
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(extra)
+            .env("KP_LOG", std::env::var("KP_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting kp");
+        Kp { child, log, _logdir: logdir }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logs().contains(needle) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("kp exited ({status}) before logging {needle:?}:\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "kp did not log {needle:?} within {timeout:?}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("kp did not exit within {timeout:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(90));
+        (status, self.logs())
+    }
+}
+
+impl Drop for Kp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
