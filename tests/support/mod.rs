@@ -332,6 +332,11 @@ pub const FAST_CLASSIC: &[&str] = &["-X", "session.timeout.ms=6000", "-X", "hear
 impl Kp {
     /// Starts `kp run` on `plugins` against the test broker, with extra arguments.
     pub fn run(plugins: &Path, extra: &[&str]) -> Kp {
+        Self::run_logging(plugins, extra, &std::env::var("KP_TEST_LOG").unwrap_or_else(|_| "info".into()))
+    }
+
+    /// Like [`Kp::run`] with a given `KP_LOG` filter.
+    pub fn run_logging(plugins: &Path, extra: &[&str], filter: &str) -> Kp {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("kp.log");
         let file = std::fs::File::create(&log).unwrap();
@@ -344,7 +349,7 @@ impl Kp {
             .arg("--cache-dir")
             .arg(cache_dir())
             .args(extra)
-            .env("KP_LOG", std::env::var("KP_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("KP_LOG", filter)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file)
