@@ -12,8 +12,11 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   echo "build.sh: adding the wasm32-wasip2 target (once)" >&2
   rustup target add wasm32-wasip2 >&2
 fi
-(cd "$here" && cargo build --release --quiet)
-built=$root/target/plugins/wasm32-wasip2/release
+# Guests get their own target folder (beside the host's), so host and guest builds never
+# invalidate each other; CARGO_TARGET_DIR (used by CI to keep a cache) moves both.
+target=${CARGO_TARGET_DIR:-$root/target}/plugins
+(cd "$here" && CARGO_TARGET_DIR=$target cargo build --release --quiet)
+built=$target/wasm32-wasip2/release
 mkdir -p "$out/testing"
 for manifest in "$here"/*/*.toml; do
   name=$(basename "$manifest" .toml)

@@ -18,7 +18,12 @@ fn kp(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -32,7 +37,10 @@ fn help_lists_every_subcommand() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for sub in ["run", "dev", "check", "replay"] {
-        assert!(help.lines().any(|l| l.trim_start().starts_with(sub)), "{sub} missing from:\n{help}");
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(sub)),
+            "{sub} missing from:\n{help}"
+        );
     }
 }
 
@@ -42,7 +50,13 @@ fn check_describes_a_good_module() {
     let out = kp(&["check", path.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
-    for needle in ["kp:plugin/handler-world@0.1.0", "chaos-in -> chaos-out", "timeout 1000 ms", "memory 32 MiB", "greeting"] {
+    for needle in [
+        "kp:plugin/handler-world@0.1.0",
+        "chaos-in -> chaos-out",
+        "timeout 1000 ms",
+        "memory 32 MiB",
+        "greeting",
+    ] {
         assert!(report.contains(needle), "{needle} missing from:\n{report}");
     }
 }
@@ -55,7 +69,10 @@ fn check_fails_with_a_reason_on_bad_input() {
     let out = kp(&["check", path.to_str().unwrap()], "");
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("junk.wasm") && err.contains("not a WebAssembly file"), "{err}");
+    assert!(
+        err.contains("junk.wasm") && err.contains("not a WebAssembly file"),
+        "{err}"
+    );
 
     let missing = kp(&["check", "/nonexistent/x.wasm"], "");
     assert!(!missing.status.success());
@@ -73,17 +90,28 @@ fn replay_round_trips_binary_data_and_reports_errors() {
         r#"{"key": "fanout:2", "value": null, "offset": 99}"#,
         "\n",
     );
-    let out = kp(&["replay", "--plugin", path.to_str().unwrap(), "--input", "-"], input);
+    let out = kp(
+        &["replay", "--plugin", path.to_str().unwrap(), "--input", "-"],
+        input,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     let first = &lines[0]["outputs"][0];
     assert_eq!(first["value"], serde_json::json!({"base64": "AP8A"}));
     assert_eq!(first["key"], "echo");
     assert_eq!(first["topic"], "chaos-out");
-    assert_eq!(first["headers"][0], serde_json::json!({"name": "h", "value": {"base64": "/w=="}}));
-    assert_eq!(first["headers"][1], serde_json::json!({"name": "h", "value": "two"}));
+    assert_eq!(
+        first["headers"][0],
+        serde_json::json!({"name": "h", "value": {"base64": "/w=="}})
+    );
+    assert_eq!(
+        first["headers"][1],
+        serde_json::json!({"name": "h", "value": "two"})
+    );
     assert_eq!(lines[1]["error"]["kind"], "trap");
     assert_eq!(lines[2]["offset"], 99);
     assert_eq!(lines[2]["outputs"].as_array().unwrap().len(), 2);
@@ -93,10 +121,20 @@ fn replay_round_trips_binary_data_and_reports_errors() {
 #[test]
 fn replay_names_the_bad_input_line() {
     let path = module("uppercase");
-    let out = kp(&["replay", "--plugin", path.to_str().unwrap()], "{\"value\": \"ok\"}\n{\"vaule\": 1}\n");
+    let out = kp(
+        &["replay", "--plugin", path.to_str().unwrap()],
+        "{\"value\": \"ok\"}\n{\"vaule\": 1}\n",
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("input line 2"), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("OK"), "the good line was handled before");
+    assert!(
+        text(&out.stderr).contains("input line 2"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("OK"),
+        "the good line was handled before"
+    );
 }
 
 #[test]
@@ -105,7 +143,16 @@ fn replay_reads_a_file() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"value\": \"abc\"}\n").unwrap();
     let path = module("uppercase");
-    let out = kp(&["replay", "--plugin", path.to_str().unwrap(), "--input", input.to_str().unwrap()], "");
+    let out = kp(
+        &[
+            "replay",
+            "--plugin",
+            path.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        "",
+    );
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("\"ABC\""));
 }

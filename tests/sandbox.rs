@@ -9,15 +9,19 @@ use std::sync::{Arc, OnceLock};
 
 use kp::manifest::Manifest;
 use kp::sandbox::{
-    Allocation, FailureKind, Header, LoadError, LoadedPlugin, Message, PluginInstance, Provenance, Sandbox,
-    SandboxConfig,
+    Allocation, FailureKind, Header, LoadError, LoadedPlugin, Message, PluginInstance, Provenance,
+    Sandbox, SandboxConfig,
 };
 use support::{PluginDir, module};
 
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
     SANDBOX.get_or_init(|| {
-        Sandbox::new(SandboxConfig { cache_dir: Some(support::cache_dir()), allocation: Allocation::default() }).unwrap()
+        Sandbox::new(SandboxConfig {
+            cache_dir: Some(support::cache_dir()),
+            allocation: Allocation::default(),
+        })
+        .unwrap()
     })
 }
 
@@ -37,7 +41,9 @@ fn msg(key: &str) -> Message {
     }
 }
 
-fn kind(outcome: &Result<Vec<kp::sandbox::Output>, kp::sandbox::HandlerFailure>) -> Option<FailureKind> {
+fn kind(
+    outcome: &Result<Vec<kp::sandbox::Output>, kp::sandbox::HandlerFailure>,
+) -> Option<FailureKind> {
     outcome.as_ref().err().map(|f| f.kind())
 }
 
@@ -48,7 +54,10 @@ fn ok_with_zero_one_and_many_outputs() {
     assert_eq!(chaos.handle(&msg("anything")).unwrap().len(), 1);
     let many = chaos.handle(&msg("fanout:5")).unwrap();
     assert_eq!(many.len(), 5);
-    let ns: Vec<&[u8]> = many.iter().map(|o| o.headers.last().unwrap().value.as_slice()).collect();
+    let ns: Vec<&[u8]> = many
+        .iter()
+        .map(|o| o.headers.last().unwrap().value.as_slice())
+        .collect();
     assert_eq!(ns, [b"0", b"1", b"2", b"3", b"4"]);
 }
 
@@ -57,23 +66,43 @@ fn guest_errors_of_each_kind() {
     let mut chaos = PluginInstance::new(load("chaos")).unwrap();
     let retry = chaos.handle(&msg("retry"));
     assert_eq!(kind(&retry), Some(FailureKind::RetryLater));
-    assert!(retry.unwrap_err().to_string().contains("downstream unavailable"));
-    assert_eq!(kind(&chaos.handle(&msg("bad"))), Some(FailureKind::BadMessage));
+    assert!(
+        retry
+            .unwrap_err()
+            .to_string()
+            .contains("downstream unavailable")
+    );
+    assert_eq!(
+        kind(&chaos.handle(&msg("bad"))),
+        Some(FailureKind::BadMessage)
+    );
     // A guest error does not kill the instance.
     assert_eq!(chaos.instances_started(), 1);
-    assert_eq!(chaos.handle(&msg("count")).unwrap()[0].value.as_deref(), Some(&b"3"[..]));
+    assert_eq!(
+        chaos.handle(&msg("count")).unwrap()[0].value.as_deref(),
+        Some(&b"3"[..])
+    );
 }
 
 #[test]
 fn a_trap_is_a_trap_and_the_instance_is_replaced() {
     let mut chaos = PluginInstance::new(load("chaos")).unwrap();
-    assert_eq!(chaos.handle(&msg("count")).unwrap()[0].value.as_deref(), Some(&b"1"[..]));
-    assert_eq!(chaos.handle(&msg("count")).unwrap()[0].value.as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        chaos.handle(&msg("count")).unwrap()[0].value.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        chaos.handle(&msg("count")).unwrap()[0].value.as_deref(),
+        Some(&b"2"[..])
+    );
     let trap = chaos.handle(&msg("panic"));
     assert_eq!(kind(&trap), Some(FailureKind::Trap));
     assert!(trap.unwrap_err().to_string().contains("unreachable"));
     // The next call runs in a fresh instance: its counter starts again.
-    assert_eq!(chaos.handle(&msg("count")).unwrap()[0].value.as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        chaos.handle(&msg("count")).unwrap()[0].value.as_deref(),
+        Some(&b"1"[..])
+    );
     assert_eq!(chaos.instances_started(), 2);
 }
 
@@ -85,9 +114,18 @@ fn an_infinite_loop_times_out() {
     let outcome = chaos.handle(&msg("loop"));
     assert_eq!(kind(&outcome), Some(FailureKind::Timeout));
     let took = started.elapsed();
-    assert!(took >= std::time::Duration::from_millis(1000), "interrupted early: {took:?}");
-    assert!(took < std::time::Duration::from_secs(30), "interrupted far too late: {took:?}");
-    assert!(chaos.handle(&msg("x")).is_ok(), "a fresh instance serves the next message");
+    assert!(
+        took >= std::time::Duration::from_millis(1000),
+        "interrupted early: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "interrupted far too late: {took:?}"
+    );
+    assert!(
+        chaos.handle(&msg("x")).is_ok(),
+        "a fresh instance serves the next message"
+    );
 }
 
 #[test]
@@ -104,9 +142,12 @@ fn keys_values_and_headers_are_binary_safe() {
     let mut pass = PluginInstance::new(load("passthrough")).unwrap();
     let all_bytes: Vec<u8> = (0..=255).collect();
     let cases = [
-        (Some(all_bytes.clone()), Some(all_bytes.iter().rev().copied().collect::<Vec<u8>>())),
-        (None, None),                       // no key, tombstone
-        (Some(vec![]), Some(vec![])),       // empty key, empty value: not the same as absent
+        (
+            Some(all_bytes.clone()),
+            Some(all_bytes.iter().rev().copied().collect::<Vec<u8>>()),
+        ),
+        (None, None),                 // no key, tombstone
+        (Some(vec![]), Some(vec![])), // empty key, empty value: not the same as absent
         (Some(vec![0xff, 0xfe]), None),
     ];
     for (key, value) in cases {
@@ -118,16 +159,28 @@ fn keys_values_and_headers_are_binary_safe() {
             key: key.clone(),
             value: value.clone(),
             headers: vec![
-                Header { name: "dup".into(), value: vec![0, 1, 2] },
-                Header { name: "other".into(), value: vec![] },
-                Header { name: "dup".into(), value: all_bytes.clone() },
+                Header {
+                    name: "dup".into(),
+                    value: vec![0, 1, 2],
+                },
+                Header {
+                    name: "other".into(),
+                    value: vec![],
+                },
+                Header {
+                    name: "dup".into(),
+                    value: all_bytes.clone(),
+                },
             ],
         };
         let out = pass.handle(&m).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].key, key);
         assert_eq!(out[0].value, value);
-        assert_eq!(out[0].headers, m.headers, "order and repeated names preserved");
+        assert_eq!(
+            out[0].headers, m.headers,
+            "order and repeated names preserved"
+        );
     }
 }
 
@@ -170,7 +223,9 @@ fn the_guest_reads_its_config() {
 }
 
 fn refusal(path: &Path) -> LoadError {
-    sandbox().load(path).expect_err("the module must be refused")
+    sandbox()
+        .load(path)
+        .expect_err("the module must be refused")
 }
 
 #[test]
@@ -179,9 +234,16 @@ fn garbage_is_refused() {
     dir.add_raw("garbage", b"this is not wasm at all");
     let e = refusal(&dir.path().join("garbage.wasm"));
     assert!(matches!(e, LoadError::NotWasm { .. }), "{e}");
-    assert!(e.to_string().contains("garbage.wasm"), "names the file: {e}");
+    assert!(
+        e.to_string().contains("garbage.wasm"),
+        "names the file: {e}"
+    );
     dir.add_raw("empty", b"");
-    assert!(refusal(&dir.path().join("empty.wasm")).to_string().contains("empty"));
+    assert!(
+        refusal(&dir.path().join("empty.wasm"))
+            .to_string()
+            .contains("empty")
+    );
 }
 
 #[test]
@@ -197,7 +259,10 @@ fn a_truncated_component_is_refused() {
 #[test]
 fn a_core_module_is_refused() {
     let dir = PluginDir::new();
-    dir.add_raw("core", &wat::parse_str("(module (func (export \"handle\")))").unwrap());
+    dir.add_raw(
+        "core",
+        &wat::parse_str("(module (func (export \"handle\")))").unwrap(),
+    );
     let e = refusal(&dir.path().join("core.wasm"));
     assert!(matches!(e, LoadError::CoreModule { .. }), "{e}");
     assert!(e.to_string().contains("wasm32-wasip2"));
@@ -228,7 +293,11 @@ fn a_component_importing_unknown_functions_is_refused() {
 #[test]
 fn an_instance_that_cannot_fit_its_memory_cap_is_refused() {
     let dir = PluginDir::new();
-    dir.add("uppercase", "tiny", "input-topics = [\"t\"]\n[limits]\nmemory-mib = 1\n");
+    dir.add(
+        "uppercase",
+        "tiny",
+        "input-topics = [\"t\"]\n[limits]\nmemory-mib = 1\n",
+    );
     let e = refusal(&dir.path().join("tiny.wasm"));
     assert!(matches!(e, LoadError::StartFailed { .. }), "{e}");
     assert!(e.to_string().contains("memory"), "{e}");
@@ -249,9 +318,20 @@ fn bad_manifests_are_refused() {
     dir.add("uppercase", "typo", "input-topic = [\"t\"]\n");
     let e = refusal(&dir.path().join("typo.wasm"));
     assert!(matches!(e, LoadError::Manifest { .. }), "{e}");
-    assert!(e.to_string().contains("typo.toml") && e.to_string().contains("input-topic"), "{e}");
-    dir.add("uppercase", "slow", "input-topics = [\"t\"]\n[limits]\ntimeout-ms = \"soon\"\n");
-    assert!(refusal(&dir.path().join("slow.wasm")).to_string().contains("timeout-ms"));
+    assert!(
+        e.to_string().contains("typo.toml") && e.to_string().contains("input-topic"),
+        "{e}"
+    );
+    dir.add(
+        "uppercase",
+        "slow",
+        "input-topics = [\"t\"]\n[limits]\ntimeout-ms = \"soon\"\n",
+    );
+    assert!(
+        refusal(&dir.path().join("slow.wasm"))
+            .to_string()
+            .contains("timeout-ms")
+    );
 }
 
 #[test]
@@ -267,8 +347,11 @@ fn a_module_without_manifest_gets_defaults() {
 fn compiled_components_are_cached_by_content() {
     let cache = tempfile::tempdir().unwrap();
     let make = || {
-        Sandbox::new(SandboxConfig { cache_dir: Some(cache.path().to_path_buf()), allocation: Allocation::OnDemand })
-            .unwrap()
+        Sandbox::new(SandboxConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            allocation: Allocation::OnDemand,
+        })
+        .unwrap()
     };
     let first = make().load(&module("filter")).unwrap();
     assert_eq!(first.provenance, Provenance::Compiled);
@@ -280,9 +363,19 @@ fn compiled_components_are_cached_by_content() {
     let mut instance = PluginInstance::new(second).unwrap();
     let mut m = msg("k");
     m.value = Some(b"ERROR".to_vec());
-    assert_eq!(instance.handle(&m).unwrap().len(), 1, "the cached artifact runs");
+    assert_eq!(
+        instance.handle(&m).unwrap().len(),
+        1,
+        "the cached artifact runs"
+    );
     // The same bytes under another name share the artifact.
     let dir = PluginDir::new();
     dir.add("filter", "again", "input-topics = [\"t\"]\n");
-    assert_eq!(make().load(&dir.path().join("again.wasm")).unwrap().provenance, Provenance::Cached);
+    assert_eq!(
+        make()
+            .load(&dir.path().join("again.wasm"))
+            .unwrap()
+            .provenance,
+        Provenance::Cached
+    );
 }

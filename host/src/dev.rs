@@ -111,33 +111,46 @@ pub async fn dev(
     Ok(report)
 }
 
-/// Sample records: keys, headers, a tombstone, text the example plugins react to.
-fn samples() -> Vec<(
-    Option<&'static str>,
-    Option<&'static str>,
-    Vec<(&'static str, &'static str)>,
-)> {
-    vec![
-        (
-            Some("user-1"),
-            Some("hello from kp"),
-            vec![("source", "demo")],
-        ),
-        (
-            Some("user-2"),
-            Some("ERROR disk full on node 7"),
-            vec![("source", "demo"), ("trace", "a1")],
-        ),
-        (Some("user-1"), Some("second message for user-1"), vec![]),
-        (
-            Some("text-audit/only"),
-            Some("routed to one topic by its key"),
-            vec![],
-        ),
-        (None, Some("a record without a key"), vec![]),
-        (Some("user-3"), None, vec![("note", "tombstone")]),
-    ]
+/// A demo record: key, value, headers.
+struct Sample {
+    key: Option<&'static str>,
+    value: Option<&'static str>,
+    headers: &'static [(&'static str, &'static str)],
 }
+
+/// Sample records: keys, headers, a tombstone, text the example plugins react to.
+const SAMPLES: &[Sample] = &[
+    Sample {
+        key: Some("user-1"),
+        value: Some("hello from kp"),
+        headers: &[("source", "demo")],
+    },
+    Sample {
+        key: Some("user-2"),
+        value: Some("ERROR disk full on node 7"),
+        headers: &[("source", "demo"), ("trace", "a1")],
+    },
+    Sample {
+        key: Some("user-1"),
+        value: Some("second message for user-1"),
+        headers: &[],
+    },
+    Sample {
+        key: Some("text-audit/only"),
+        value: Some("routed to one topic by its key"),
+        headers: &[],
+    },
+    Sample {
+        key: None,
+        value: Some("a record without a key"),
+        headers: &[],
+    },
+    Sample {
+        key: Some("user-3"),
+        value: None,
+        headers: &[("note", "tombstone")],
+    },
+];
 
 fn run_demo(
     bootstrap: &str,
@@ -149,19 +162,24 @@ fn run_demo(
         .create()
         .context("demo producer")?;
     for topic in inputs {
-        for (key, value, headers) in samples() {
+        for Sample {
+            key,
+            value,
+            headers,
+        } in SAMPLES
+        {
             let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic);
-            if let Some(k) = key {
+            if let Some(k) = *key {
                 record = record.key(k);
             }
-            if let Some(v) = value {
+            if let Some(v) = *value {
                 record = record.payload(v);
             }
             let mut hs = OwnedHeaders::new();
-            for (name, v) in headers {
+            for (name, v) in *headers {
                 hs = hs.insert(Header {
                     key: name,
-                    value: Some(v),
+                    value: Some(*v),
                 });
             }
             producer.send(record.headers(hs)).map_err(|(e, _)| e)?;
@@ -170,7 +188,7 @@ fn run_demo(
     producer.flush(Duration::from_secs(10))?;
     println!(
         "kp dev: demo: produced {} sample records to {}",
-        samples().len() * inputs.len(),
+        SAMPLES.len() * inputs.len(),
         inputs.iter().cloned().collect::<Vec<_>>().join(", ")
     );
 

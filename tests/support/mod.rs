@@ -19,7 +19,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The folder `plugins/build.sh` fills: every example plugin with its manifest, built from source
@@ -56,8 +59,16 @@ pub fn cache_dir() -> PathBuf {
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}-{}-{}-{}", std::process::id(), nanos % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A plugins folder for one test: copies of example modules with manifests written by the test.
@@ -67,7 +78,9 @@ pub struct PluginDir {
 
 impl PluginDir {
     pub fn new() -> Self {
-        PluginDir { dir: tempfile::tempdir().unwrap() }
+        PluginDir {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -76,7 +89,11 @@ impl PluginDir {
 
     /// Adds example plugin `module` as `name`, with this manifest text.
     pub fn add(&self, module_name: &str, name: &str, manifest: &str) -> &Self {
-        std::fs::copy(module(module_name), self.path().join(format!("{name}.wasm"))).unwrap();
+        std::fs::copy(
+            module(module_name),
+            self.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
         std::fs::write(self.path().join(format!("{name}.toml")), manifest).unwrap();
         self
     }
@@ -107,31 +124,51 @@ pub fn brokers() -> &'static str {
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    })
 }
 
 /// Creates a topic and waits until its partitions have leaders.
 pub fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = runtime()
-        .block_on(admin.create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)))))
+        .block_on(admin.create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        ))
         .unwrap();
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
-    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let md = probe.fetch_metadata(Some(name), Duration::from_secs(5)).unwrap();
+        let md = probe
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+            .unwrap();
         let ready = md.topics().iter().any(|t| {
-            t.error().is_none() && t.partitions().len() == partitions as usize && t.partitions().iter().all(|p| p.leader() >= 0)
+            t.error().is_none()
+                && t.partitions().len() == partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
         });
         if ready {
             return;
         }
-        assert!(Instant::now() < deadline, "topic {name} did not become ready");
+        assert!(
+            Instant::now() < deadline,
+            "topic {name} did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -147,7 +184,12 @@ pub struct Rec {
 
 impl Rec {
     pub fn kv(key: &str, value: &str) -> Self {
-        Rec { key: Some(key.into()), value: Some(value.into()), headers: vec![], partition: None }
+        Rec {
+            key: Some(key.into()),
+            value: Some(value.into()),
+            headers: vec![],
+            partition: None,
+        }
     }
     pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -171,7 +213,10 @@ pub struct Read {
 
 impl Read {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).map(|v| std::str::from_utf8(v).unwrap())
@@ -200,7 +245,10 @@ pub fn produce(topic: &str, records: &[Rec]) {
         if !r.headers.is_empty() {
             let mut hs = OwnedHeaders::new();
             for (n, v) in &r.headers {
-                hs = hs.insert(Header { key: n, value: Some(v.as_slice()) });
+                hs = hs.insert(Header {
+                    key: n,
+                    value: Some(v.as_slice()),
+                });
             }
             record = record.headers(hs);
         }
@@ -220,20 +268,35 @@ pub fn produce(topic: &str, records: &[Rec]) {
 
 /// The log-end offset of every partition of `topic`.
 pub fn log_end(topic: &str) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     parts
         .into_iter()
-        .map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
+        .map(|p| {
+            (
+                p,
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1,
+            )
+        })
         .collect()
 }
 
 /// The committed offsets of `group` on `topic` (partitions without a commit are left out).
 pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
     let ends = log_end(topic);
-    let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in ends.keys() {
         tpl.add_partition(topic, *p);
@@ -260,7 +323,10 @@ pub fn wait_committed_to_end(group: &str, topic: &str, timeout: Duration) -> BTr
         if c == ends {
             return c;
         }
-        assert!(Instant::now() < deadline, "group {group}: committed {c:?} never reached the log end {ends:?}");
+        assert!(
+            Instant::now() < deadline,
+            "group {group}: committed {c:?} never reached the log end {ends:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -274,7 +340,11 @@ pub fn read_all(topic: &str, expected: usize, timeout: Duration) -> Vec<Read> {
         if out.len() >= expected {
             return out;
         }
-        assert!(Instant::now() < deadline, "{topic}: only {} of {expected} records arrived", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: only {} of {expected} records arrived",
+            out.len()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -290,7 +360,8 @@ pub fn read_topic(topic: &str) -> Vec<Read> {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in ends.keys() {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     drop(tpl);
@@ -299,7 +370,9 @@ pub fn read_topic(topic: &str) -> Vec<Read> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while pos.iter().any(|(p, o)| *o < ends[p]) {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
-        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let m = m.unwrap();
         pos.insert(m.partition(), m.offset() + 1);
         out.push(Read {
@@ -309,7 +382,11 @@ pub fn read_topic(topic: &str) -> Vec<Read> {
             value: m.payload().map(<[u8]>::to_vec),
             headers: m
                 .headers()
-                .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
                 .unwrap_or_default(),
         });
     }
@@ -327,12 +404,21 @@ pub struct Kp {
 }
 
 /// Extra `-X` settings that make the classic protocol rebalance quickly in tests.
-pub const FAST_CLASSIC: &[&str] = &["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"];
+pub const FAST_CLASSIC: &[&str] = &[
+    "-X",
+    "session.timeout.ms=6000",
+    "-X",
+    "heartbeat.interval.ms=500",
+];
 
 impl Kp {
     /// Starts `kp run` on `plugins` against the test broker, with extra arguments.
     pub fn run(plugins: &Path, extra: &[&str]) -> Kp {
-        Self::run_logging(plugins, extra, &std::env::var("KP_TEST_LOG").unwrap_or_else(|_| "info".into()))
+        Self::run_logging(
+            plugins,
+            extra,
+            &std::env::var("KP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
     }
 
     /// Like [`Kp::run`] with a given `KP_LOG` filter.
@@ -355,7 +441,11 @@ impl Kp {
             .stderr(file)
             .spawn()
             .expect("starting kp");
-        Kp { child, log, _logdir: logdir }
+        Kp {
+            child,
+            log,
+            _logdir: logdir,
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -367,15 +457,26 @@ impl Kp {
         let deadline = Instant::now() + timeout;
         while !self.logs().contains(needle) {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("kp exited ({status}) before logging {needle:?}:\n{}", self.logs());
+                panic!(
+                    "kp exited ({status}) before logging {needle:?}:\n{}",
+                    self.logs()
+                );
             }
-            assert!(Instant::now() < deadline, "kp did not log {needle:?} within {timeout:?}:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "kp did not log {needle:?} within {timeout:?}:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 

@@ -163,19 +163,20 @@ impl PluginContext {
         }
     }
 
-    /// Hands a polled message to its partition's worker, pausing the partition if its queue is full.
-    fn dispatch(&self, consumer: &BaseConsumer<Self>, key: PartitionKey, message: Message) {
+    /// Hands a polled message to its partition's worker, pausing the partition if its queue is
+    /// full. True when the partition now has a backlog to move along.
+    fn dispatch(&self, consumer: &BaseConsumer<Self>, key: PartitionKey, message: Message) -> bool {
         let mut table = self.table();
         let Some(slot) = table.get_mut(&key) else {
             tracing::debug!(plugin = %self.name, "dropping a message of unassigned partition {}/{}", key.0, key.1);
-            return;
+            return false;
         };
         if slot.halted {
-            return;
+            return false;
         }
         if slot.paused || !slot.backlog.is_empty() {
             slot.backlog.push_back(message);
-            return;
+            return true;
         }
         match slot.worker.queue.try_send(message) {
             Ok(()) => {}
@@ -186,9 +187,11 @@ impl PluginContext {
                 }
                 slot.paused = true;
                 self.pauses.fetch_add(1, Ordering::Relaxed);
+                return true;
             }
             Err(TrySendError::Disconnected(_)) => self.halt(consumer, &key, slot),
         }
+        false
     }
 
     fn halt(&self, consumer: &BaseConsumer<Self>, key: &PartitionKey, slot: &mut PartitionSlot) {
@@ -419,6 +422,9 @@ impl PluginConsumer {
     }
 }
 
+/// How often partitions without a backlog are checked for halts.
+const SERVICE_INTERVAL: Duration = Duration::from_millis(50);
+
 fn poll_loop(
     name: &str,
     consumer: Arc<BaseConsumer<PluginContext>>,
@@ -426,6 +432,7 @@ fn poll_loop(
     stop: &AtomicBool,
 ) {
     let mut backlog = false;
+    let mut serviced = Instant::now();
     while !stop.load(Ordering::Acquire) {
         // With a backlog, come back quickly to move it along; otherwise wait for messages.
         let timeout = if backlog {
@@ -438,17 +445,24 @@ fn poll_loop(
                 let key: PartitionKey = (Arc::from(m.topic()), m.partition());
                 let message = to_message(&m);
                 drop(m);
-                consumer.context().dispatch(&consumer, key, message);
+                backlog |= consumer.context().dispatch(&consumer, key, message);
             }
             Some(Err(e)) => tracing::warn!(plugin = name, "consumer error: {e}"),
             None => {}
         }
-        backlog = consumer.context().service(&consumer);
+        // Moving backlogs along matters at once; checking for halts can wait a little.
+        if backlog || serviced.elapsed() >= SERVICE_INTERVAL {
+            backlog = consumer.context().service(&consumer);
+            serviced = Instant::now();
+        }
     }
     // Shutdown: drain everything we own, commit, stop the committer, then close (leave the group).
     let context = consumer.context();
     let keys: Vec<PartitionKey> = context.table().keys().cloned().collect();
-    tracing::info!(plugin = name, partitions = ?partition_names(&keys), "stopping: draining");
+    tracing::info!(
+        plugin = name, partitions = ?partition_names(&keys), backpressure_pauses = context.pauses(),
+        "stopping: draining"
+    );
     context.drain(&keys);
     committer.stop();
     // The committer has dropped its handle: this is the last one, and dropping it closes the

@@ -11,6 +11,8 @@
 //! - `partition.assignment.strategy=cooperative-sticky` (classic protocol only): a rebalance
 //!   moves only the partitions that change owner; the others keep flowing.
 //! - `client.id=kp-<plugin>`: shows in broker logs and metrics.
+//! - `fetch.queue.backoff.ms=10`: librdkafka's default (1000) stalls a partition's fetching for a
+//!   second each time its prefetch queue fills, which cut kp's throughput by two thirds.
 //!
 //! Producer defaults the user may override:
 //! - `enable.idempotence=true`: retries neither duplicate nor reorder outputs.
@@ -97,7 +99,8 @@ impl KafkaSettings {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", format!("kp-{plugin}"))
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("fetch.queue.backoff.ms", "10");
         match self.group_protocol {
             GroupProtocol::Classic => {
                 config

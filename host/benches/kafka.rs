@@ -1,0 +1,279 @@
+//! Throughput on a real Kafka broker, in one run, on the same broker: plain rdkafka consumption
+//! that stores each offset (no handler) as the baseline; kp with the Rust passthrough plugin in
+//! the default (eager) commit mode; kp in strict mode (a synchronous commit per message).
+//!
+//! `scripts/kafka.sh start && cargo bench --bench kafka`
+//! Environment: KP_TEST_BROKERS (default 127.0.0.1:9092), KP_BENCH_MESSAGES (default 1000000),
+//! KP_BENCH_STRICT_MESSAGES (default 5000), KP_BENCH_PARTITIONS (default 6).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kp::kafka::{CommitMode, KafkaSettings, RunOptions};
+use kp::runner::RunConfig;
+use kp::sandbox::{Allocation, SandboxConfig};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn brokers() -> String {
+    std::env::var("KP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}", nanos % 10_000_000_000)
+}
+
+fn create_topic(rt: &tokio::runtime::Runtime, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let r = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap();
+    for x in r {
+        x.unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+fn produce(topic: &str, n: usize) -> f64 {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let value = [b'x'; 100];
+    let start = Instant::now();
+    for i in 0..n {
+        let key = format!("k{}", i % 1000);
+        let mut record = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Baseline: poll and store each offset, no handler, no output.
+fn baseline(topic: &str, n: usize) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("bench-baseline"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = 0;
+    let mut start = None;
+    while seen < n {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            consumer.store_offset_from_message(&m).unwrap();
+            start.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    (n - 1) as f64 / start.unwrap().elapsed().as_secs_f64()
+}
+
+fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = client
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let sum = got
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    drop(got);
+    sum
+}
+
+/// kp with the passthrough plugin: time from the first committed offset to the last.
+fn kp_run(
+    plugins: &PathBuf,
+    input: &str,
+    output: &str,
+    partitions: i32,
+    n: usize,
+    mode: CommitMode,
+) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("bench-kp");
+    // KP_BENCH_PLUGIN=filter runs a handler that produces nothing (isolates consuming from producing).
+    let module = std::env::var("KP_BENCH_PLUGIN").unwrap_or_else(|_| "passthrough".into());
+    std::fs::copy(
+        plugins.join(format!("{module}.wasm")),
+        dir.path().join("pass.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pass.toml"),
+        format!(
+            "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n[config]\ncontains = \"no-such-text\"\n"
+        ),
+    )
+    .unwrap();
+    let config = RunConfig {
+        plugins_dir: dir.path().to_path_buf(),
+        options: RunOptions {
+            kafka: KafkaSettings {
+                brokers: brokers(),
+                // KP_BENCH_X="key=value,key=value": extra librdkafka properties, for experiments.
+                common: std::env::var("KP_BENCH_X")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            commit_mode: mode,
+            drain_timeout: Duration::from_secs(30),
+            queue_depth: env_num("KP_BENCH_QUEUE_DEPTH", 10_000),
+        },
+        sandbox: SandboxConfig {
+            cache_dir: None,
+            allocation: Allocation::default(),
+        },
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(kp::runner::run(config, async {
+                let _ = stop_rx.await;
+            }))
+    });
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let (mut first, mut first_count) = (None, 0);
+    loop {
+        let c = committed_total(&watcher, input, partitions);
+        if first.is_none() && c > 0 {
+            first = Some(Instant::now());
+            first_count = c;
+        }
+        if c as usize >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rate = (n as i64 - first_count) as f64 / first.unwrap().elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    let report = runner.join().unwrap().unwrap();
+    assert!(report.halts.is_empty(), "{:?}", report.halts);
+    rate
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = root.join("target/plugins/dist");
+    assert!(
+        Command::new(root.join("plugins/build.sh"))
+            .arg(&plugins)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let n = env_num("KP_BENCH_MESSAGES", 1_000_000);
+    let strict_n = env_num("KP_BENCH_STRICT_MESSAGES", 5_000);
+    let partitions = env_num("KP_BENCH_PARTITIONS", 6) as i32;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (input, output) = (unique("bench-in"), unique("bench-out"));
+    let (strict_in, strict_out) = (unique("bench-strict-in"), unique("bench-strict-out"));
+    for t in [&input, &output, &strict_in, &strict_out] {
+        create_topic(&rt, t, partitions);
+    }
+    println!(
+        "kp Kafka benchmark: {n} messages of 100 bytes over {partitions} partitions, broker {}",
+        brokers()
+    );
+    let produced = produce(&input, n);
+    println!("  producing the input                     {produced:>12.0} msg/s");
+    produce(&strict_in, strict_n);
+
+    // KP_BENCH_ONLY=eager (for profiling) skips the other two.
+    let only = std::env::var("KP_BENCH_ONLY").ok();
+    let wanted = |m: &str| only.as_deref().is_none_or(|o| o == m);
+    let base = if wanted("baseline") {
+        baseline(&input, n)
+    } else {
+        f64::NAN
+    };
+    let eager = if wanted("eager") {
+        kp_run(&plugins, &input, &output, partitions, n, CommitMode::Eager)
+    } else {
+        f64::NAN
+    };
+    let strict = if wanted("strict") {
+        kp_run(
+            &plugins,
+            &strict_in,
+            &strict_out,
+            partitions,
+            strict_n,
+            CommitMode::Strict,
+        )
+    } else {
+        f64::NAN
+    };
+    let mut rows = BTreeMap::new();
+    rows.insert(1, ("baseline: rdkafka poll + store_offset", base));
+    rows.insert(2, ("kp eager commits, passthrough plugin", eager));
+    rows.insert(3, ("kp strict commits, passthrough plugin", strict));
+    for (_, (name, rate)) in rows {
+        println!(
+            "  {name:<40}{rate:>12.0} msg/s   {:>5.2} x baseline",
+            rate / base
+        );
+    }
+    println!("  (strict mode measured over {strict_n} messages)");
+}

@@ -1,0 +1,111 @@
+//! Guest call costs in the kp host, for the Rust passthrough plugin and a 100-byte message:
+//! one call on a reused instance, a fresh instance (pooling and on-demand allocation), and
+//! loading a module (compiling vs. loading the cached artifact).
+//!
+//! `cargo bench --bench runtime` (builds the example plugins first).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kp::sandbox::{Allocation, LoadedPlugin, Message, PluginInstance, Sandbox, SandboxConfig};
+
+fn plugin_path() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("target/plugins/dist");
+    let status = Command::new(root.join("plugins/build.sh"))
+        .arg(&out)
+        .status()
+        .expect("plugins/build.sh");
+    assert!(status.success());
+    out.join("passthrough.wasm")
+}
+
+fn message() -> Message {
+    Message {
+        topic: "bench".into(),
+        partition: 0,
+        offset: 0,
+        timestamp: None,
+        key: Some(b"key-000001".to_vec()),
+        value: Some(vec![b'x'; 100]),
+        headers: vec![],
+    }
+}
+
+/// Runs `f` `n` times (after a warm-up of n/10) and returns the mean time per run.
+fn per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed() / n
+}
+
+fn fresh(plugin: &Arc<LoadedPlugin>, n: u32) -> Duration {
+    per_iteration(n, || {
+        let instance = PluginInstance::new(plugin.clone()).unwrap();
+        std::hint::black_box(&instance);
+    })
+}
+
+fn main() {
+    let path = plugin_path();
+    let cache = tempfile::tempdir().unwrap();
+    let pooled = Sandbox::new(SandboxConfig {
+        cache_dir: Some(cache.path().into()),
+        allocation: Allocation::default(),
+    })
+    .unwrap();
+
+    let t = Instant::now();
+    let plugin = pooled.load(&path).unwrap();
+    let compile = t.elapsed();
+    let t = Instant::now();
+    let again = Sandbox::new(SandboxConfig {
+        cache_dir: Some(cache.path().into()),
+        allocation: Allocation::OnDemand,
+    })
+    .unwrap();
+    let cached_plugin = again.load(&path).unwrap();
+    let cached = t.elapsed();
+    assert_eq!(cached_plugin.provenance, kp::sandbox::Provenance::Cached);
+
+    let msg = message();
+    let mut instance = PluginInstance::new(plugin.clone()).unwrap();
+    let call = per_iteration(200_000, || {
+        let out = instance.handle(&msg).unwrap();
+        std::hint::black_box(out);
+    });
+    let fresh_pooled = fresh(&plugin, 5_000);
+    let fresh_on_demand = fresh(&cached_plugin, 2_000);
+
+    println!(
+        "kp runtime benchmark: Rust passthrough plugin ({} bytes), 100-byte value, 10-byte key",
+        plugin.size
+    );
+    println!(
+        "  call on a reused instance         {:>9.2} µs",
+        call.as_secs_f64() * 1e6
+    );
+    println!(
+        "  fresh instance + init, pooling    {:>9.2} µs",
+        fresh_pooled.as_secs_f64() * 1e6
+    );
+    println!(
+        "  fresh instance + init, on demand  {:>9.2} µs",
+        fresh_on_demand.as_secs_f64() * 1e6
+    );
+    println!(
+        "  load: compile + check + cache     {:>9.2} ms",
+        compile.as_secs_f64() * 1e3
+    );
+    println!(
+        "  load: cached artifact + check     {:>9.2} ms (new engine included)",
+        cached.as_secs_f64() * 1e3
+    );
+}

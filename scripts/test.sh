@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every kp test: unit tests, the sandbox and CLI tests, and the end-to-end tests against a
+# real Apache Kafka broker. Works on a fresh machine: it adds the wasm32-wasip2 target, fetches and
+# starts Kafka (scripts/kafka.sh) if none is running, and stops the broker again if it started it.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test sandbox`).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+
+started_kafka=0
+if ! scripts/kafka.sh status; then
+  scripts/kafka.sh start
+  started_kafka=1
+fi
+stop_kafka() { if [ "$started_kafka" = 1 ]; then scripts/kafka.sh stop; fi; }
+trap stop_kafka EXIT
+
+# Two test threads: the end-to-end tests run kp processes and a broker on a 2-core machine.
+cargo test --workspace "$@" -- --test-threads 2
