@@ -7,7 +7,7 @@
 //! KP_BENCH_STRICT_MESSAGES (default 5000), KP_BENCH_PARTITIONS (default 6).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -130,7 +130,7 @@ fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
 
 /// kp with the passthrough plugin: time from the first committed offset to the last.
 fn kp_run(
-    plugins: &PathBuf,
+    plugins: &Path,
     input: &str,
     output: &str,
     partitions: i32,
