@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the example Rust plugins for wasm32-wasip2 and lays them out as a kp plugins directory:
 #   OUT_DIR/NAME.wasm + OUT_DIR/NAME.toml   for each example (uppercase, filter, router, passthrough, chaos)
-#   OUT_DIR/testing/*.wasm                  guests that exist only to be refused by the tests
+#   OUT_DIR/testing/*.wasm                  guests used only by the tests (wrong-world, tag-a, tag-b)
 # Usage: plugins/build.sh [OUT_DIR]   (default: target/plugins/dist at the repository root)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,5 +25,5 @@ for manifest in "$here"/*/*.toml; do
   cp "$built/$name.wasm" "$out/.$name.wasm.tmp" && mv "$out/.$name.wasm.tmp" "$out/$name.wasm"
   cp "$manifest" "$out/$name.toml"
 done
-cp "$built/wrong_world.wasm" "$out/testing/wrong-world.wasm"
+for t in wrong_world tag_a tag_b; do cp "$built/$t.wasm" "$out/testing/${t//_/-}.wasm"; done
 echo "$out"

@@ -177,6 +177,8 @@ fn kp_run(
             cache_dir: None,
             allocation: Allocation::default(),
         },
+        watch: false,
+        status_file: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let runner = std::thread::spawn(move || {

@@ -5,6 +5,11 @@
 //! - [`sandbox`]: wasmtime engine, plugin loading and checking, guest instances, outcomes.
 //! - [`replay`]: `kp replay`: run a handler over JSON lines, no Kafka.
 //! - [`check`]: `kp check`: load a module and describe it.
+//! - [`kafka`]: consuming, the partition workers, **the commit rule**, producing outputs.
+//! - [`runner`]: `kp run`: start everything, drain on shutdown; [`dev`]: the same on an embedded broker.
+//! - [`registry`]: the running plugins, kept in line with the plugins folder (**hot reload**);
+//!   [`watcher`]: notices file changes; [`status`]: what an operator sees.
+//! - [`config`]: the optional config file.
 //!
 //! `main.rs` only parses the command line and calls into these.
 
@@ -15,6 +20,9 @@ pub mod config;
 pub mod dev;
 pub mod kafka;
 pub mod manifest;
+pub mod registry;
 pub mod replay;
 pub mod runner;
 pub mod sandbox;
+pub mod status;
+pub mod watcher;

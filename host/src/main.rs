@@ -86,6 +86,12 @@ struct EngineArgs {
     /// Messages queued per partition before it is paused [default: 10000].
     #[arg(long)]
     queue_depth: Option<usize>,
+    /// Do not follow changes to the plugins folder (no hot reload).
+    #[arg(long)]
+    no_watch: bool,
+    /// Write the plugins' status (state, version, last error) to this JSON file on every change.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -133,6 +139,8 @@ impl EngineArgs {
                 ),
                 queue_depth,
             },
+            watch: !self.no_watch,
+            status_file: self.status_file,
             sandbox: SandboxConfig {
                 cache_dir: self.cache.dir(),
                 allocation: Allocation::default(),

@@ -1,19 +1,23 @@
 //! `kp run`: resolve everything up front (load every plugin in the folder, check its topics on
-//! the cluster), then run one [`PluginConsumer`] per plugin until the shutdown future resolves,
-//! then drain them all within the drain timeout.
+//! the cluster), run one [`crate::kafka::PluginConsumer`] per plugin, follow changes to the
+//! folder (hot reload) until the shutdown future resolves, then drain them all.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::Producer;
 
 use crate::kafka::output::{DeliveryContext, OutputProducer};
-use crate::kafka::{Halt, Health, PluginConsumer, RunOptions};
-use crate::sandbox::{LoadedPlugin, Sandbox, SandboxConfig};
+use crate::kafka::{Halt, Health, RunOptions};
+use crate::registry::PluginRegistry;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::status::{PluginState, StatusBoard};
+use crate::watcher::PluginWatcher;
+
+pub use crate::registry::module_files;
 
 /// Everything `kp run` needs.
 #[derive(Debug, Clone)]
@@ -21,21 +25,22 @@ pub struct RunConfig {
     pub plugins_dir: PathBuf,
     pub options: RunOptions,
     pub sandbox: SandboxConfig,
+    /// Follow changes to the plugins folder (hot reload).
+    pub watch: bool,
+    /// Where to write the plugins' status as JSON after every change.
+    pub status_file: Option<PathBuf>,
 }
 
 /// How a run went, for the exit status.
 #[derive(Debug, Default)]
 pub struct RunReport {
-    /// Plugins that ran.
+    /// Plugins that ran at the end.
     pub running: Vec<String>,
-    /// Modules that were refused, with the reason.
+    /// Plugins that were refused at the end, with the reason.
     pub refused: Vec<String>,
     /// Partitions that halted on a message they could not finish.
     pub halts: Vec<Halt>,
 }
-
-/// How long to wait for the cluster's metadata when checking topics.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs every plugin in `config.plugins_dir` until `shutdown` resolves, then drains and leaves.
 pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Result<RunReport> {
@@ -46,179 +51,98 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     tracing::info!("shutting down: draining partitions (at most {drain_timeout:?})");
     let stop = tokio::task::spawn_blocking(move || host.stop());
     // Draining is bounded inside; this outer bound covers librdkafka's own close.
-    match tokio::time::timeout(drain_timeout + Duration::from_secs(30), stop).await {
+    let bound = drain_timeout + Duration::from_secs(30);
+    match tokio::time::timeout(bound, stop).await {
         Ok(report) => report?,
-        Err(_) => bail!(
-            "shutdown did not finish within {:?}",
-            drain_timeout + Duration::from_secs(30)
-        ),
+        Err(_) => bail!("shutdown did not finish within {bound:?}"),
     }
-}
-
-/// The module files of a plugins folder: `*.wasm`, sorted, skipping hidden (temporary) files.
-pub fn module_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .with_context(|| format!("reading the plugins folder {}", dir.display()))?
-    {
-        let path = entry?.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
-        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() && !hidden {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 /// What is running between start and stop.
 struct RunningHost {
-    /// Kept alive while guests run: its ticker drives their deadlines.
-    _sandbox: Sandbox,
+    registry: Arc<Mutex<PluginRegistry>>,
+    watcher: Option<PluginWatcher>,
     producer: Arc<OutputProducer>,
-    consumers: Vec<PluginConsumer>,
     health: Arc<Health>,
-    report: RunReport,
+    status: StatusBoard,
 }
 
 impl RunningHost {
     fn start(config: RunConfig) -> Result<Self> {
         let sandbox = Sandbox::new(config.sandbox.clone())?;
-        let kafka = &config.options.kafka;
-        let mut report = RunReport::default();
-        let mut plugins: Vec<Arc<LoadedPlugin>> = Vec::new();
-        for path in module_files(&config.plugins_dir)? {
-            match sandbox.load(&path) {
-                Ok(plugin) if plugin.manifest.input_topics.is_empty() => {
-                    let why = format!(
-                        "{}: not started: {} names no input-topics (a module needs a manifest NAME.toml with input-topics to run)",
-                        path.display(),
-                        crate::manifest::Manifest::path_for(&path).display()
-                    );
-                    tracing::error!("{why}");
-                    report.refused.push(why);
-                }
-                Ok(plugin) => plugins.push(plugin),
-                Err(e) => {
-                    tracing::error!("refused: {e}");
-                    report.refused.push(e.to_string());
-                }
-            }
-        }
-
-        let metadata: BaseConsumer = kafka
-            .metadata_config()
-            .create()
-            .context("creating the metadata client")?;
-        plugins.retain(|plugin| match missing_topics(&metadata, plugin) {
-            Ok(missing) if missing.is_empty() => true,
-            Ok(missing) => {
-                let why = format!(
-                    "plugin {}: not started: topic(s) {} do not exist on the cluster (create them, or fix {})",
-                    plugin.name(),
-                    missing.join(", "),
-                    plugin.manifest.source.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-                );
-                tracing::error!("{why}");
-                report.refused.push(why);
-                false
-            }
-            Err(e) => {
-                report.refused.push(format!("plugin {}: {e:#}", plugin.name()));
-                false
-            }
-        });
-        if plugins.is_empty() {
-            bail!(
-                "no plugin can run from {} ({} refused{})",
-                config.plugins_dir.display(),
-                report.refused.len(),
-                if report.refused.is_empty() {
-                    "; the folder holds no NAME.wasm".to_string()
-                } else {
-                    format!(": {}", report.refused.join("; "))
-                }
-            );
-        }
-
-        let producer: OutputProducer = kafka
+        let producer: OutputProducer = config
+            .options
+            .kafka
             .producer_config()
             .create_with_context(DeliveryContext)
             .context("creating the producer")?;
         let producer = Arc::new(producer);
         let health = Arc::new(Health::default());
-        let mut consumers = Vec::new();
-        for plugin in plugins {
-            let name = plugin.name().to_string();
-            match PluginConsumer::start(
-                plugin,
-                producer.clone(),
-                health.clone(),
-                config.options.clone(),
-            ) {
-                Ok(c) => {
-                    consumers.push(c);
-                    report.running.push(name);
+        let status = StatusBoard::new(config.status_file.clone());
+        let mut registry = PluginRegistry::new(
+            config.plugins_dir.clone(),
+            sandbox,
+            producer.clone(),
+            health.clone(),
+            config.options.clone(),
+            status.clone(),
+        )?;
+        registry.sync_all()?;
+        if registry.running().is_empty() {
+            let refused = refusals(&status);
+            bail!(
+                "no plugin can run from {} ({} refused{})",
+                config.plugins_dir.display(),
+                refused.len(),
+                if refused.is_empty() {
+                    "; the folder holds no NAME.wasm".to_string()
+                } else {
+                    format!(": {}", refused.join("; "))
                 }
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    report.refused.push(format!("{e:#}"));
-                }
-            }
+            );
         }
+        let registry = Arc::new(Mutex::new(registry));
+        let watcher = if config.watch {
+            Some(PluginWatcher::start(&config.plugins_dir, registry.clone())?)
+        } else {
+            None
+        };
         Ok(RunningHost {
-            _sandbox: sandbox,
+            registry,
+            watcher,
             producer,
-            consumers,
             health,
-            report,
+            status,
         })
     }
 
     fn stop(self) -> Result<RunReport> {
-        for c in &self.consumers {
-            c.request_stop();
+        if let Some(w) = self.watcher {
+            w.stop();
         }
-        for c in self.consumers {
-            c.join();
-        }
-        use rdkafka::producer::Producer;
+        let running = {
+            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let running = registry.running();
+            registry.stop_all();
+            running
+        };
         if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
             tracing::warn!("producer flush at exit: {e}");
         }
-        let mut report = self.report;
-        report.halts = self.health.halts();
-        Ok(report)
+        Ok(RunReport {
+            running,
+            refused: refusals(&self.status),
+            halts: self.health.halts(),
+        })
     }
 }
 
-/// Input and output topics of `plugin` that the cluster does not have.
-fn missing_topics(metadata: &BaseConsumer, plugin: &LoadedPlugin) -> Result<Vec<String>> {
-    let manifest = &plugin.manifest;
-    let mut missing = Vec::new();
-    for topic in manifest
-        .input_topics
-        .iter()
-        .chain(manifest.output_topic.iter())
-    {
-        let md = metadata
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .with_context(|| {
-                format!("fetching metadata of topic {topic:?} (are the brokers reachable?)")
-            })?;
-        let exists = md.topics().iter().any(|t| {
-            t.name() == topic
-                && t.error().is_none_or(|e| {
-                    RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
-                })
-                && !t.partitions().is_empty()
-        });
-        if !exists {
-            missing.push(topic.clone());
-        }
-    }
-    Ok(missing)
+/// The reasons of every plugin that is refused, or runs an older version because its newest was.
+fn refusals(status: &StatusBoard) -> Vec<String> {
+    status
+        .all()
+        .into_iter()
+        .filter(|(_, s)| s.state == PluginState::Refused || s.error.is_some())
+        .filter_map(|(_, s)| s.error)
+        .collect()
 }

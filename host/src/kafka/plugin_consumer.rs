@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use crossbeam_channel::TrySendError;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -51,7 +52,8 @@ struct PartitionSlot {
 /// The consumer context: owns the partition table, so rebalance callbacks (which librdkafka runs
 /// on the polling thread) can start and drain workers.
 pub struct PluginContext {
-    plugin: Arc<LoadedPlugin>,
+    /// The published plugin version; workers switch to a new one between messages.
+    versions: Arc<ArcSwap<LoadedPlugin>>,
     name: Arc<str>,
     shared: WorkerShared,
     health: Arc<Health>,
@@ -141,7 +143,7 @@ impl PluginContext {
             self.health.clone(),
         ));
         match worker::spawn(
-            self.plugin.clone(),
+            self.versions.clone(),
             progress,
             self.shared.clone(),
             self.options.queue_depth,
@@ -361,17 +363,18 @@ pub struct PluginConsumer {
 impl PluginConsumer {
     /// Joins the group and starts consuming the plugin's input topics.
     pub fn start(
-        plugin: Arc<LoadedPlugin>,
+        versions: Arc<ArcSwap<LoadedPlugin>>,
         producer: Arc<super::output::OutputProducer>,
         health: Arc<Health>,
         options: RunOptions,
     ) -> Result<Self> {
-        let name: Arc<str> = Arc::from(plugin.name());
-        let manifest = plugin.manifest.clone();
+        let first = versions.load_full();
+        let name: Arc<str> = Arc::from(first.name());
+        let manifest = first.manifest.clone();
         let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<CommitRequest>();
         let commits = CommitSink::new(commit_tx);
         let context = PluginContext {
-            plugin,
+            versions,
             name: name.clone(),
             shared: WorkerShared {
                 producer,
@@ -401,7 +404,7 @@ impl PluginConsumer {
             .name(format!("kp-poll-{name}"))
             .spawn(move || poll_loop(&thread_name, consumer, committer, &flag))
             .context("starting the consumer thread")?;
-        tracing::info!(plugin = %name, version = %manifest.name, group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
+        tracing::info!(plugin = %name, version = %first.version(), group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
         Ok(PluginConsumer {
             name,
             stop,

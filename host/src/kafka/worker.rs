@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::CommitMode;
@@ -43,7 +44,10 @@ pub struct WorkerHandle {
 }
 
 struct PartitionWorker {
-    plugin: Arc<LoadedPlugin>,
+    /// The published plugin version, checked between messages.
+    versions: Arc<ArcSwap<LoadedPlugin>>,
+    /// A version whose instance would not start here, so it is not retried on every message.
+    refused: Option<Arc<LoadedPlugin>>,
     queue: Receiver<Message>,
     stop: Arc<AtomicBool>,
     progress: Arc<PartitionProgress>,
@@ -54,7 +58,7 @@ struct PartitionWorker {
 
 /// Starts a worker for one partition with a queue of `depth` messages.
 pub fn spawn(
-    plugin: Arc<LoadedPlugin>,
+    versions: Arc<ArcSwap<LoadedPlugin>>,
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
     depth: usize,
@@ -63,7 +67,8 @@ pub fn spawn(
     let (alive, exited) = crossbeam_channel::bounded(0);
     let stop = Arc::new(AtomicBool::new(false));
     let worker = PartitionWorker {
-        plugin,
+        versions,
+        refused: None,
         queue: queue_rx,
         stop: stop.clone(),
         progress: progress.clone(),
@@ -88,8 +93,8 @@ pub fn spawn(
 }
 
 impl PartitionWorker {
-    fn run(self) {
-        let mut instance = match PluginInstance::new(self.plugin.clone()) {
+    fn run(mut self) {
+        let mut instance = match PluginInstance::new(self.versions.load_full()) {
             Ok(instance) => instance,
             Err(failure) => {
                 // Nothing was handled: halt before the first queued message.
@@ -103,8 +108,41 @@ impl PartitionWorker {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
+            self.follow_version(&mut instance, message.offset);
             if !self.handle(&mut instance, &message) {
                 return; // halted: the progress tracker has said so loudly
+            }
+        }
+    }
+
+    /// Switches to the published version if it changed: between two messages, so every message
+    /// is handled by exactly one version.
+    fn follow_version(&mut self, instance: &mut PluginInstance, offset: i64) {
+        let published = self.versions.load();
+        if Arc::ptr_eq(&published, instance.plugin())
+            || self
+                .refused
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &published))
+        {
+            return;
+        }
+        let published = Arc::clone(&published);
+        match PluginInstance::new(published.clone()) {
+            Ok(fresh) => {
+                tracing::info!(
+                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+                    offset, from = %instance.plugin().version(), to = %published.version(),
+                    "partition switched version"
+                );
+                *instance = fresh;
+            }
+            Err(e) => {
+                tracing::error!(
+                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+                    version = %published.version(), "new version does not start here, keeping the old one: {e}"
+                );
+                self.refused = Some(published);
             }
         }
     }
@@ -120,7 +158,7 @@ impl PartitionWorker {
                 return false;
             }
         };
-        let default_topic = self.plugin.manifest.output_topic.as_deref();
+        let default_topic = instance.plugin().manifest.output_topic.as_deref();
         if outputs.iter().any(|o| o.topic.is_none()) && default_topic.is_none() {
             self.progress.fail(
                 offset,

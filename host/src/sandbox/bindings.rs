@@ -10,9 +10,9 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
+pub use self::kp::plugin::logging::Level;
+pub use self::kp::plugin::types::{Header, Timestamp, TimestampType};
 pub use exports::kp::plugin::handler::{HandlerError, Message, Output};
-pub use kp::plugin::logging::Level;
-pub use kp::plugin::types::{Header, Timestamp, TimestampType};
 
 /// The interface a handler must export, as named in a component's exports.
 pub const HANDLER_EXPORT: &str = "kp:plugin/handler@0.1.0";

@@ -1,0 +1,315 @@
+//! `PluginRegistry`: the plugins that run, kept in line with the files of the plugins folder.
+//!
+//! [`PluginRegistry::sync`] looks at one plugin's files (`NAME.wasm`, `NAME.toml`) and makes the
+//! running state match them, away from the message path:
+//! - a new module starts a new plugin (its consumer joins its group);
+//! - a changed module or manifest is loaded and checked while the old version keeps handling
+//!   messages; only a version that loads, links and starts is published, and each partition
+//!   worker switches to it between two messages ([`crate::kafka::worker`]);
+//! - a manifest that changes the topics or the group restarts that plugin's consumer (drain,
+//!   commit, leave, join again); other changes (limits, config, output topic) are a swap;
+//! - a deleted module stops its plugin cleanly (drain, commit, leave the group);
+//! - a bad new version never replaces a good one: the old one keeps running, the reason is logged
+//!   with the file name and kept in the status.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::kafka::output::OutputProducer;
+use crate::kafka::{Health, PluginConsumer, RunOptions};
+use crate::manifest::{Manifest, plugin_name};
+use crate::sandbox::{LoadError, LoadedPlugin, Sandbox};
+use crate::status::{PluginState, StatusBoard};
+
+/// How long to wait for the cluster's metadata when checking topics.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A plugin that runs: its consumer and the version its workers follow.
+struct RunningPlugin {
+    consumer: PluginConsumer,
+    /// The published version. Workers load it between messages and switch when it changes.
+    versions: Arc<ArcSwap<LoadedPlugin>>,
+}
+
+/// The running plugins of one plugins folder.
+pub struct PluginRegistry {
+    dir: PathBuf,
+    sandbox: Sandbox,
+    producer: Arc<OutputProducer>,
+    health: Arc<Health>,
+    options: RunOptions,
+    /// Reads topic metadata (to refuse plugins whose topics do not exist).
+    metadata: BaseConsumer,
+    running: BTreeMap<String, RunningPlugin>,
+    pub status: StatusBoard,
+}
+
+/// The module files of a plugins folder: `*.wasm`, sorted, skipping hidden (temporary) files.
+pub fn module_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the plugins folder {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if plugin_of(&path).is_some()
+            && path.extension().is_some_and(|e| e == "wasm")
+            && path.is_file()
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The plugin a file of the plugins folder belongs to: `NAME` for `NAME.wasm` or `NAME.toml`;
+/// none for hidden files (temporary names used while writing) and anything else.
+pub fn plugin_of(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    if file.starts_with('.') {
+        return None;
+    }
+    let ext = path.extension()?.to_str()?;
+    if ext != "wasm" && ext != "toml" {
+        return None;
+    }
+    plugin_name(path).ok()
+}
+
+/// Size and modification time, to tell whether a file is still being written.
+fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+impl PluginRegistry {
+    pub fn new(
+        dir: PathBuf,
+        sandbox: Sandbox,
+        producer: Arc<OutputProducer>,
+        health: Arc<Health>,
+        options: RunOptions,
+        status: StatusBoard,
+    ) -> Result<Self> {
+        let metadata: BaseConsumer = options
+            .kafka
+            .metadata_config()
+            .create()
+            .context("creating the metadata client")?;
+        Ok(PluginRegistry {
+            dir,
+            sandbox,
+            producer,
+            health,
+            options,
+            metadata,
+            running: BTreeMap::new(),
+            status,
+        })
+    }
+
+    /// Names of the plugins that run.
+    pub fn running(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+
+    /// Syncs every plugin of the folder (at start).
+    pub fn sync_all(&mut self) -> Result<()> {
+        for module in module_files(&self.dir)? {
+            if let Some(name) = plugin_of(&module) {
+                self.sync(&name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes plugin `name` match its files.
+    pub fn sync(&mut self, name: &str) {
+        let module = self.dir.join(format!("{name}.wasm"));
+        if !module.is_file() {
+            if let Some(running) = self.running.remove(name) {
+                tracing::info!(plugin = name, "module removed: stopping the plugin");
+                running.consumer.request_stop();
+                running.consumer.join();
+                self.status.set(name, PluginState::Removed, None, None);
+            }
+            return;
+        }
+        let before = fingerprint(&module);
+        let plugin = match self.sandbox.load(&module) {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                if fingerprint(&module) != before || still_arriving(&e, &module, before) {
+                    tracing::debug!(
+                        plugin = name,
+                        "module is still being written; waiting for it"
+                    );
+                    return;
+                }
+                self.refuse(name, e.to_string());
+                return;
+            }
+        };
+        if plugin.manifest.input_topics.is_empty() {
+            let why = format!(
+                "{}: not started: {} names no input-topics (a module needs a manifest NAME.toml with input-topics to run)",
+                module.display(),
+                Manifest::path_for(&module).display()
+            );
+            self.refuse(name, why);
+            return;
+        }
+        let (restart, previous) = match self.running.get(name) {
+            None => (true, None),
+            Some(running) => {
+                let current = running.versions.load_full();
+                if current.content_hash == plugin.content_hash
+                    && current.manifest == plugin.manifest
+                {
+                    return; // nothing changed (a touch, or the same bytes written again)
+                }
+                let same_source = current.manifest.input_topics == plugin.manifest.input_topics
+                    && current.manifest.group_id == plugin.manifest.group_id;
+                (!same_source, Some(current))
+            }
+        };
+        match self.missing_topics(&plugin) {
+            Ok(missing) if missing.is_empty() => {}
+            Ok(missing) => {
+                let why = format!(
+                    "plugin {name}: not started: topic(s) {} do not exist on the cluster (create them, or fix {})",
+                    missing.join(", "),
+                    Manifest::path_for(&module).display()
+                );
+                self.refuse(name, why);
+                return;
+            }
+            Err(e) => {
+                self.refuse(name, format!("plugin {name}: {e:#}"));
+                return;
+            }
+        }
+        if !restart {
+            let previous = previous.expect("running");
+            tracing::info!(
+                plugin = name, from = %previous.version(), to = %plugin.version(),
+                "new version ready: partitions switch at their next message"
+            );
+            self.running[name].versions.store(plugin.clone());
+            self.status.set(
+                name,
+                PluginState::Running,
+                Some(plugin.version().to_string()),
+                None,
+            );
+            return;
+        }
+        if let Some(old) = self.running.remove(name) {
+            tracing::info!(
+                plugin = name,
+                "topics or group changed: restarting the plugin's consumer"
+            );
+            old.consumer.request_stop();
+            old.consumer.join();
+        }
+        let versions = Arc::new(ArcSwap::new(plugin.clone()));
+        match PluginConsumer::start(
+            versions.clone(),
+            self.producer.clone(),
+            self.health.clone(),
+            self.options.clone(),
+        ) {
+            Ok(consumer) => {
+                self.running
+                    .insert(name.to_string(), RunningPlugin { consumer, versions });
+                self.status.set(
+                    name,
+                    PluginState::Running,
+                    Some(plugin.version().to_string()),
+                    None,
+                );
+            }
+            Err(e) => self.refuse(name, format!("{e:#}")),
+        }
+    }
+
+    /// Records why a plugin (or a new version of it) was not started.
+    fn refuse(&mut self, name: &str, why: String) {
+        match self.running.get(name) {
+            Some(running) => {
+                let keep = running.versions.load();
+                tracing::error!(plugin = name, keeping = %keep.version(), "new version refused, the running version goes on: {why}");
+                self.status.set(
+                    name,
+                    PluginState::Running,
+                    Some(keep.version().to_string()),
+                    Some(why),
+                );
+            }
+            None => {
+                tracing::error!(plugin = name, "refused: {why}");
+                self.status.set(name, PluginState::Refused, None, Some(why));
+            }
+        }
+    }
+
+    /// Input and output topics of `plugin` that the cluster does not have.
+    fn missing_topics(&self, plugin: &LoadedPlugin) -> Result<Vec<String>> {
+        let manifest = &plugin.manifest;
+        let mut missing = Vec::new();
+        for topic in manifest
+            .input_topics
+            .iter()
+            .chain(manifest.output_topic.iter())
+        {
+            let md = self
+                .metadata
+                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .with_context(|| {
+                    format!("fetching metadata of topic {topic:?} (are the brokers reachable?)")
+                })?;
+            let exists = md.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_none_or(|e| {
+                        RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
+                    })
+                    && !t.partitions().is_empty()
+            });
+            if !exists {
+                missing.push(topic.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Stops every plugin (drain, commit, leave), in parallel.
+    pub fn stop_all(&mut self) {
+        let running = std::mem::take(&mut self.running);
+        for r in running.values() {
+            r.consumer.request_stop();
+        }
+        for (_, r) in running {
+            r.consumer.join();
+        }
+    }
+}
+
+/// A module that fails to parse right after it changed may simply not be complete yet: wait a
+/// moment and look again before calling it bad.
+fn still_arriving(error: &LoadError, module: &Path, before: Option<(u64, SystemTime)>) -> bool {
+    if !matches!(
+        error,
+        LoadError::Invalid { .. } | LoadError::NotWasm { .. } | LoadError::Io { .. }
+    ) {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    fingerprint(module) != before
+}

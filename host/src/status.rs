@@ -1,0 +1,91 @@
+//! What an operator can see of the plugins: for each, its state, the version that runs, and the
+//! last error (a refused module, a refused new version). Kept in memory, logged, and, with
+//! `--status-file`, written as JSON (atomically) after every change.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// The state of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginState {
+    Running,
+    Refused,
+    Removed,
+}
+
+/// One plugin's line of the status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginStatus {
+    pub state: PluginState,
+    /// Short content hash of the version that runs.
+    pub version: Option<String>,
+    /// Why the last load (or reload) was refused; cleared by the next success.
+    pub error: Option<String>,
+}
+
+/// Shared status of every plugin.
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    plugins: Arc<Mutex<BTreeMap<String, PluginStatus>>>,
+    /// Where to write the JSON after each change.
+    file: Option<PathBuf>,
+}
+
+impl StatusBoard {
+    pub fn new(file: Option<PathBuf>) -> Self {
+        StatusBoard {
+            plugins: Arc::default(),
+            file,
+        }
+    }
+
+    pub fn set(
+        &self,
+        name: &str,
+        state: PluginState,
+        version: Option<String>,
+        error: Option<String>,
+    ) {
+        let snapshot = {
+            let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+            plugins.insert(
+                name.to_string(),
+                PluginStatus {
+                    state,
+                    version,
+                    error,
+                },
+            );
+            plugins.clone()
+        };
+        if let Some(file) = &self.file {
+            let tmp = file.with_extension("tmp");
+            let json = serde_json::json!({ "plugins": snapshot });
+            let written =
+                std::fs::write(&tmp, serde_json::to_vec_pretty(&json).unwrap_or_default())
+                    .and_then(|()| std::fs::rename(&tmp, file));
+            if let Err(e) = written {
+                tracing::warn!(file = %file.display(), "could not write the status file: {e}");
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<PluginStatus> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn all(&self) -> BTreeMap<String, PluginStatus> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
