@@ -1,19 +1,19 @@
-//! `PluginWatcher`: watches the plugins folder (notify, debounced) and asks the registry to sync
-//! each plugin whose files changed. Files arrive in many ways (written in place in chunks,
-//! truncated then rewritten, written under a temporary name and renamed, copied slowly); the
-//! debounce waits until a file has been quiet for [`QUIET`], hidden temporary names are ignored,
-//! and the registry re-checks a module that fails to parse while it is still changing.
+//! `PluginWatcher`: watches the plugins folder (notify) and asks the registry to sync each plugin
+//! whose files changed. Files arrive in many ways (written in place in chunks, truncated then
+//! rewritten, written under a temporary name and renamed, copied slowly): a plugin is synced only
+//! once its files have been quiet for [`QUIET`], hidden temporary names are ignored, reads (kp's
+//! own loading) are not changes, and the registry re-checks a module that fails to parse while it
+//! is still changing.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use notify::RecursiveMode;
-use notify_debouncer_mini::{DebouncedEventKind, new_debouncer};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::registry::{PluginRegistry, plugin_of};
 
@@ -28,10 +28,9 @@ pub struct PluginWatcher {
 
 impl PluginWatcher {
     pub fn start(dir: &Path, registry: Arc<Mutex<PluginRegistry>>) -> Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut debouncer = new_debouncer(QUIET, tx).context("starting the file watcher")?;
-        debouncer
-            .watcher()
+        let (tx, rx) = std::sync::mpsc::channel::<notify::Result<notify::Event>>();
+        let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
+        watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", dir.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -39,26 +38,37 @@ impl PluginWatcher {
         let thread = std::thread::Builder::new()
             .name("kp-watch".into())
             .spawn(move || {
-                let _debouncer = debouncer; // watching stops when it is dropped
+                let _watcher = watcher; // watching stops when it is dropped
+                // Plugins whose files changed, and when they last did.
+                let mut changed: HashMap<String, Instant> = HashMap::new();
                 while !flag.load(Ordering::Acquire) {
-                    let events = match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Ok(events)) => events,
-                        Ok(Err(e)) => {
-                            tracing::warn!("file watcher: {e}");
-                            continue;
+                    let wait = changed
+                        .values()
+                        .map(|at| QUIET.saturating_sub(at.elapsed()))
+                        .min()
+                        .unwrap_or(Duration::from_millis(100))
+                        .min(Duration::from_millis(100));
+                    match rx.recv_timeout(wait) {
+                        // Reading a file (kp itself loading it) is not a change.
+                        Ok(Ok(event)) if !matches!(event.kind, EventKind::Access(_)) => {
+                            for name in event.paths.iter().filter_map(|p| plugin_of(p)) {
+                                changed.insert(name, Instant::now());
+                            }
                         }
-                        Err(_) => continue,
-                    };
-                    // `AnyContinuous` means a file is still changing: wait for its final `Any`.
-                    let names: BTreeSet<String> = events
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!("file watcher: {e}"),
+                        Err(_) => {}
+                    }
+                    let quiet: Vec<String> = changed
                         .iter()
-                        .filter(|e| e.kind == DebouncedEventKind::Any)
-                        .filter_map(|e| plugin_of(&e.path))
+                        .filter(|(_, at)| at.elapsed() >= QUIET)
+                        .map(|(n, _)| n.clone())
                         .collect();
-                    for name in names {
+                    for name in quiet {
                         if flag.load(Ordering::Acquire) {
                             break;
                         }
+                        changed.remove(&name);
                         tracing::debug!(plugin = %name, "files changed");
                         registry
                             .lock()
