@@ -83,7 +83,7 @@ struct EngineArgs {
     /// Bound on draining partitions at a rebalance or shutdown, in milliseconds [default: 30000].
     #[arg(long)]
     drain_timeout_ms: Option<u64>,
-    /// Messages queued per partition before it is paused [default: 10000].
+    /// Messages librdkafka keeps queued per partition before it stops fetching it [default: 10000].
     #[arg(long)]
     queue_depth: Option<usize>,
     /// Do not follow changes to the plugins folder (no hot reload).

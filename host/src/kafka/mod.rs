@@ -1,8 +1,9 @@
 //! The Kafka side: consume each plugin's topics, run the handler, produce, commit.
 //!
 //! - [`settings`]: librdkafka properties kp sets (and why) and the user's pass-through ones.
-//! - [`plugin_consumer`]: one group member per plugin; polling, backpressure, rebalances, drain.
-//! - [`worker`]: one thread per partition; calls the guest in offset order; strict mode.
+//! - [`plugin_consumer`]: one group member per plugin; rebalances (split queues, drain), halts.
+//! - [`worker`]: one thread per partition, reading its own queue; calls the guest in offset
+//!   order; follows new plugin versions; strict mode.
 //! - [`progress`]: **the commit rule**: which offset of a partition is finished.
 //! - [`committer`]: commits finished offsets as early as possible, coalescing while one is in flight.
 //! - [`output`]: the shared idempotent producer and its delivery reports.
@@ -42,7 +43,7 @@ pub struct RunOptions {
     pub commit_mode: CommitMode,
     /// Bound on draining a revoked partition, and on shutdown.
     pub drain_timeout: Duration,
-    /// Messages queued per partition before the partition is paused.
+    /// Messages librdkafka keeps queued per partition (`queued.min.messages`).
     pub queue_depth: usize,
 }
 

@@ -1,32 +1,36 @@
-//! `PluginConsumer`: one consumer group member per plugin, on a thread of its own.
+//! `PluginConsumer`: one consumer group member per plugin.
 //!
-//! The thread polls the consumer continuously (so a slow handler never gets the member kicked out
-//! for exceeding `max.poll.interval.ms`), and hands each message to its partition's worker over a
-//! bounded queue. When a queue is full the partition is *paused* (librdkafka stops fetching it)
-//! rather than buffered; it is resumed once its queue has drained to half.
+//! Each assigned partition's messages go to a librdkafka queue of its own (split from the
+//! consumer's), read by that partition's worker thread ([`super::worker`]); partitions run in
+//! parallel and there is no hand-over between threads on the message path. Backpressure is
+//! librdkafka's: a busy worker does not poll, and librdkafka stops fetching a partition once its
+//! queue holds `queued.min.messages` (kp sets it from `--queue-depth`). The consumer's own queue,
+//! polled continuously by the consumer thread, then carries only events (rebalances, errors), so a
+//! slow handler never gets the member kicked out for exceeding `max.poll.interval.ms`.
 //!
-//! Rebalances run on this same thread, inside `poll`:
-//! - assigned partitions get a fresh progress tracker and worker;
-//! - revoked partitions are *drained* before they are given up: stop handing out messages, let
-//!   the message in the handler finish, wait for its outputs' acknowledgements, commit, all within
-//!   the drain timeout. Messages still queued are dropped uncommitted; the next owner reads them.
+//! Rebalances run on the consumer thread, inside `poll`:
+//! - assigned partitions get their queue split off, a fresh progress tracker and a worker,
+//!   before librdkafka starts fetching them;
+//! - revoked partitions are *drained* before they are given up: the worker finishes the message
+//!   in the handler and stops, its outputs' acknowledgements are awaited, the offsets committed,
+//!   all within the drain timeout. Unread messages stay uncommitted; the next owner reads them.
 //!
 //! Shutdown drains every partition the same way, stops the committer, and closes the consumer,
-//! which leaves the group.
+//! which leaves the group. A halted partition (its worker stopped on a failed message) is paused
+//! so librdkafka stops fetching it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use crossbeam_channel::TrySendError;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::committer::{CommitRequest, CommitSink, Committer};
@@ -34,18 +38,14 @@ use super::health::Health;
 use super::progress::PartitionProgress;
 use super::worker::{self, WorkerHandle, WorkerShared};
 use super::{RunOptions, rdkafka_log};
-use crate::sandbox::{Header, LoadedPlugin, Message, Timestamp, TimestampType};
+use crate::sandbox::LoadedPlugin;
 
 type PartitionKey = (Arc<str>, i32);
 
 /// One assigned partition as the consumer sees it.
 struct PartitionSlot {
     worker: WorkerHandle,
-    /// Messages polled while the partition was paused or its queue full, oldest first.
-    backlog: VecDeque<Message>,
-    /// True while librdkafka is told not to fetch this partition.
-    paused: bool,
-    /// True once the worker has halted; the partition stays paused.
+    /// True once the worker has halted and the partition is paused.
     halted: bool,
 }
 
@@ -58,10 +58,11 @@ pub struct PluginContext {
     shared: WorkerShared,
     health: Arc<Health>,
     options: RunOptions,
+    /// The consumer itself, to split partition queues off in the rebalance callback (weak: the
+    /// consumer owns this context).
+    consumer: OnceLock<Weak<BaseConsumer<PluginContext>>>,
     /// Assigned partitions. Only the polling thread touches it; the mutex satisfies `Sync`.
     partitions: Mutex<HashMap<PartitionKey, PartitionSlot>>,
-    /// Counts pauses for backpressure, for tests and metrics.
-    pauses: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for PluginContext {
@@ -76,31 +77,20 @@ impl ClientContext for PluginContext {
 
 impl ConsumerContext for PluginContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let keys: Vec<PartitionKey> = tpl
-                .elements()
-                .iter()
-                .map(|e| (Arc::from(e.topic()), e.partition()))
-                .collect();
-            tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions revoked: draining");
-            self.drain(&keys);
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let keys = keys_of(tpl);
+                tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions revoked: draining");
+                self.drain(&keys);
+            }
+            // Before librdkafka starts fetching: split each partition's queue off to its worker.
             Rebalance::Assign(tpl) => {
-                let keys: Vec<PartitionKey> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (Arc::from(e.topic()), e.partition()))
-                    .collect();
+                let keys = keys_of(tpl);
                 tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions assigned");
                 for key in keys {
                     self.assign(key);
                 }
             }
-            Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::error!(plugin = %self.name, "rebalance error: {e}"),
         }
     }
@@ -114,6 +104,13 @@ impl ConsumerContext for PluginContext {
             tracing::debug!(plugin = %self.name, "commit callback reported: {e}");
         }
     }
+}
+
+fn keys_of(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
 }
 
 fn partition_names(keys: &[PartitionKey]) -> Vec<String> {
@@ -142,19 +139,25 @@ impl PluginContext {
             self.shared.commits.clone(),
             self.health.clone(),
         ));
-        match worker::spawn(
-            self.versions.clone(),
-            progress,
-            self.shared.clone(),
-            self.options.queue_depth,
-        ) {
+        let queue = self
+            .consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|consumer| consumer.split_partition_queue(&key.0, key.1));
+        let Some(queue) = queue else {
+            // Without its own queue the partition's messages would go unread: say so, never skip.
+            progress.fail(
+                -1,
+                "internal error: could not set up the partition's queue".into(),
+            );
+            return;
+        };
+        match worker::spawn(self.versions.clone(), progress, self.shared.clone(), queue) {
             Ok(worker) => {
                 self.table().insert(
                     key,
                     PartitionSlot {
                         worker,
-                        backlog: VecDeque::new(),
-                        paused: false,
                         halted: false,
                     },
                 );
@@ -165,86 +168,30 @@ impl PluginContext {
         }
     }
 
-    /// Hands a polled message to its partition's worker, pausing the partition if its queue is
-    /// full. True when the partition now has a backlog to move along.
-    fn dispatch(&self, consumer: &BaseConsumer<Self>, key: PartitionKey, message: Message) -> bool {
-        let mut table = self.table();
-        let Some(slot) = table.get_mut(&key) else {
-            tracing::debug!(plugin = %self.name, "dropping a message of unassigned partition {}/{}", key.0, key.1);
-            return false;
-        };
-        if slot.halted {
-            return false;
-        }
-        if slot.paused || !slot.backlog.is_empty() {
-            slot.backlog.push_back(message);
-            return true;
-        }
-        match slot.worker.queue.try_send(message) {
-            Ok(()) => {}
-            Err(TrySendError::Full(message)) => {
-                slot.backlog.push_back(message);
-                if let Err(e) = consumer.pause(&single(&key)) {
-                    tracing::warn!(plugin = %self.name, "pausing {}/{} failed: {e}", key.0, key.1);
+    /// Pauses partitions whose worker halted, so librdkafka stops fetching them.
+    fn pause_halted(&self, consumer: &BaseConsumer<Self>) {
+        for (key, slot) in self.table().iter_mut() {
+            if !slot.halted && slot.worker.progress.failed_at().is_some() {
+                slot.halted = true;
+                if let Err(e) = consumer.pause(&single(key)) {
+                    tracing::warn!(plugin = %self.name, "pausing halted {}/{} failed: {e}", key.0, key.1);
                 }
-                slot.paused = true;
-                self.pauses.fetch_add(1, Ordering::Relaxed);
-                return true;
             }
-            Err(TrySendError::Disconnected(_)) => self.halt(consumer, &key, slot),
-        }
-        false
-    }
-
-    fn halt(&self, consumer: &BaseConsumer<Self>, key: &PartitionKey, slot: &mut PartitionSlot) {
-        slot.halted = true;
-        slot.backlog.clear();
-        if !slot.paused {
-            let _ = consumer.pause(&single(key));
-            slot.paused = true;
         }
     }
 
-    /// Moves backlogs into queues that have room, resumes partitions whose queue drained to half,
-    /// and pauses partitions whose worker halted. Returns true while some partition has a backlog.
-    fn service(&self, consumer: &BaseConsumer<Self>) -> bool {
-        let mut table = self.table();
-        let mut backlog = false;
-        for (key, slot) in table.iter_mut() {
-            if slot.halted {
-                continue;
-            }
-            if slot.worker.progress.failed_at().is_some() {
-                self.halt(consumer, key, slot);
-                continue;
-            }
-            while let Some(message) = slot.backlog.pop_front() {
-                match slot.worker.queue.try_send(message) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(message)) => {
-                        slot.backlog.push_front(message);
-                        break;
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        slot.backlog.clear();
-                        break;
-                    }
-                }
-            }
-            if slot.paused
-                && slot.backlog.is_empty()
-                && slot.worker.queue.len() <= self.options.queue_depth / 2
-            {
-                match consumer.resume(&single(key)) {
-                    Ok(()) => slot.paused = false,
-                    Err(e) => {
-                        tracing::warn!(plugin = %self.name, "resuming {}/{} failed: {e}", key.0, key.1)
-                    }
-                }
-            }
-            backlog |= slot.paused || !slot.backlog.is_empty();
+    /// A message arrived on the consumer's own queue, which only carries events once the
+    /// partitions' queues are split off. A revoked partition's leftover is harmless (it is not
+    /// committed; the next owner reads it); for an assigned partition it would be skipped by its
+    /// worker, so the partition halts there instead.
+    fn stray(&self, topic: &str, partition: i32, offset: i64) {
+        let table = self.table();
+        if let Some(slot) = table.get(&(Arc::from(topic), partition)) {
+            slot.worker.progress.fail(
+                offset,
+                "internal error: message delivered outside its partition queue".into(),
+            );
         }
-        backlog
     }
 
     /// Stops the workers of `keys`, lets their in-flight messages finish, commits, and forgets
@@ -267,14 +214,11 @@ impl PluginContext {
         let mut drained = Vec::new();
         for (key, slot) in slots {
             let WorkerHandle {
-                queue,
                 exited,
                 progress,
                 thread,
                 ..
             } = slot.worker;
-            // Closing the queue wakes an idle worker; queued messages are dropped uncommitted.
-            drop(queue);
             let finished = matches!(
                 exited.recv_deadline(deadline),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected)
@@ -310,46 +254,6 @@ impl PluginContext {
             self.shared.commits.forget(key.0.clone(), key.1);
         }
     }
-
-    /// Number of times a partition was paused because its queue was full.
-    pub fn pauses(&self) -> u64 {
-        self.pauses.load(Ordering::Relaxed)
-    }
-}
-
-/// Copies a polled record into the WIT message type.
-fn to_message(m: &BorrowedMessage<'_>) -> Message {
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| Header {
-                    name: h.key.to_string(),
-                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let timestamp = match m.timestamp() {
-        rdkafka::Timestamp::NotAvailable => None,
-        rdkafka::Timestamp::CreateTime(millis) => Some(Timestamp {
-            millis,
-            kind: TimestampType::CreateTime,
-        }),
-        rdkafka::Timestamp::LogAppendTime(millis) => Some(Timestamp {
-            millis,
-            kind: TimestampType::LogAppendTime,
-        }),
-    };
-    Message {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp,
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers,
-    }
 }
 
 /// A running plugin consumer.
@@ -383,19 +287,22 @@ impl PluginConsumer {
             },
             health,
             options: options.clone(),
+            consumer: OnceLock::new(),
             partitions: Mutex::new(HashMap::new()),
-            pauses: Default::default(),
         };
-        let consumer: BaseConsumer<PluginContext> = options
-            .kafka
-            .consumer_config(&name, &manifest.group_id)
+        let mut config = options.kafka.consumer_config(&name, &manifest.group_id);
+        if config.get("queued.min.messages").is_none() {
+            config.set("queued.min.messages", options.queue_depth.to_string());
+        }
+        let consumer: BaseConsumer<PluginContext> = config
             .create_with_context(context)
             .with_context(|| format!("plugin {name}: creating its consumer"))?;
+        let consumer = Arc::new(consumer);
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = manifest.input_topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
             .with_context(|| format!("plugin {name}: subscribing to {topics:?}"))?;
-        let consumer = Arc::new(consumer);
         let committer = Committer::start(name.clone(), consumer.clone(), commits, commit_rx)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -425,52 +332,35 @@ impl PluginConsumer {
     }
 }
 
-/// How often partitions without a backlog are checked for halts.
-const SERVICE_INTERVAL: Duration = Duration::from_millis(50);
-
 fn poll_loop(
     name: &str,
     consumer: Arc<BaseConsumer<PluginContext>>,
     committer: Committer,
     stop: &AtomicBool,
 ) {
-    let mut backlog = false;
-    let mut serviced = Instant::now();
     while !stop.load(Ordering::Acquire) {
-        // With a backlog, come back quickly to move it along; otherwise wait for messages.
-        let timeout = if backlog {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(100)
-        };
-        match consumer.poll(timeout) {
+        // Serves rebalances and errors; messages arrive on the partitions' own queues.
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let key: PartitionKey = (Arc::from(m.topic()), m.partition());
-                let message = to_message(&m);
+                let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                 drop(m);
-                backlog |= consumer.context().dispatch(&consumer, key, message);
+                consumer.context().stray(&topic, partition, offset);
             }
             Some(Err(e)) => tracing::warn!(plugin = name, "consumer error: {e}"),
             None => {}
         }
-        // Moving backlogs along matters at once; checking for halts can wait a little.
-        if backlog || serviced.elapsed() >= SERVICE_INTERVAL {
-            backlog = consumer.context().service(&consumer);
-            serviced = Instant::now();
-        }
+        consumer.context().pause_halted(&consumer);
     }
     // Shutdown: drain everything we own, commit, stop the committer, then close (leave the group).
     let context = consumer.context();
     let keys: Vec<PartitionKey> = context.table().keys().cloned().collect();
-    tracing::info!(
-        plugin = name, partitions = ?partition_names(&keys), backpressure_pauses = context.pauses(),
-        "stopping: draining"
-    );
+    tracing::info!(plugin = name, partitions = ?partition_names(&keys), "stopping: draining");
     context.drain(&keys);
     committer.stop();
-    // The committer has dropped its handle: this is the last one, and dropping it closes the
-    // consumer (librdkafka runs the final revoke, with nothing left to drain, and leaves the group).
-    debug_assert_eq!(Arc::strong_count(&consumer), 1);
+    // Workers (and their partition queues) and the committer are gone: this is the last handle,
+    // and dropping it closes the consumer (librdkafka runs the final revoke, with nothing left to
+    // drain, and leaves the group). A worker stuck in a hung guest past the drain timeout would
+    // still hold a queue; the consumer then closes when the process exits.
     drop(consumer);
     tracing::info!(plugin = name, "left the group");
 }

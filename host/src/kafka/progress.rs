@@ -98,7 +98,15 @@ impl PartitionProgress {
             );
             return;
         }
-        if let Ok(i) = state.in_flight.binary_search_by_key(&offset, |m| m.offset) {
+        // Acknowledgements mostly arrive in order: look at the front before searching.
+        let index = match state.in_flight.front() {
+            Some(front) if front.offset == offset => Some(0),
+            _ => state
+                .in_flight
+                .binary_search_by_key(&offset, |m| m.offset)
+                .ok(),
+        };
+        if let Some(i) = index {
             let entry = &mut state.in_flight[i];
             entry.unacked = entry.unacked.saturating_sub(1);
         }

@@ -1,8 +1,12 @@
-//! `PartitionWorker`: one thread per assigned partition. It owns the partition's guest instance
-//! and hands it the partition's messages one at a time, in offset order; sends what the handler
-//! returns; and registers each message with the partition's progress tracker (which decides
-//! when its offset may be committed). In strict mode it also waits until that offset is
-//! committed before it takes the next message.
+//! `PartitionWorker`: one thread per assigned partition. It polls the partition's own librdkafka
+//! queue (split from the consumer's), owns the partition's guest instance and hands it the
+//! messages one at a time, in offset order; sends what the handler returns; and registers each
+//! message with the partition's progress tracker (which decides when its offset may be
+//! committed). In strict mode it also waits until that offset is committed before it takes the
+//! next message.
+//!
+//! Backpressure is librdkafka's own: a worker polls only when it is ready for the next message,
+//! and librdkafka stops fetching a partition whose queue holds `queued.min.messages`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 
 use super::CommitMode;
 use super::committer::CommitSink;
 use super::output::{self, AckToken, OutputProducer};
 use super::progress::PartitionProgress;
-use crate::sandbox::{LoadedPlugin, Message, PluginInstance};
+use crate::sandbox::{Header, LoadedPlugin, Message, PluginInstance, Timestamp, TimestampType};
 
 /// How long strict mode waits for one message's outputs and commit before re-checking `stop`.
 const STRICT_WAIT_SLICE: Duration = Duration::from_millis(200);
@@ -30,11 +37,12 @@ pub struct WorkerShared {
     pub mode: CommitMode,
 }
 
+/// How long a worker waits in one poll before it re-checks `stop` and the published version.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+
 /// The consumer's handle on a running worker.
 pub struct WorkerHandle {
-    /// Bounded queue of messages for this partition; dropping it ends the worker.
-    pub queue: Sender<Message>,
-    /// Set to make the worker stop after the message it is handling (queued ones stay uncommitted).
+    /// Set to make the worker stop after the message it is handling (unread ones stay uncommitted).
     pub stop: Arc<AtomicBool>,
     /// Disconnected when the worker thread has exited.
     pub exited: Receiver<()>,
@@ -43,12 +51,13 @@ pub struct WorkerHandle {
     pub thread: Option<JoinHandle<()>>,
 }
 
-struct PartitionWorker {
+struct PartitionWorker<C: ConsumerContext> {
     /// The published plugin version, checked between messages.
     versions: Arc<ArcSwap<LoadedPlugin>>,
     /// A version whose instance would not start here, so it is not retried on every message.
     refused: Option<Arc<LoadedPlugin>>,
-    queue: Receiver<Message>,
+    /// This partition's librdkafka queue.
+    queue: PartitionQueue<C>,
     stop: Arc<AtomicBool>,
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
@@ -56,20 +65,19 @@ struct PartitionWorker {
     _alive: Sender<()>,
 }
 
-/// Starts a worker for one partition with a queue of `depth` messages.
-pub fn spawn(
+/// Starts a worker that reads one partition from `queue`.
+pub fn spawn<C: ConsumerContext + 'static>(
     versions: Arc<ArcSwap<LoadedPlugin>>,
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
-    depth: usize,
+    queue: PartitionQueue<C>,
 ) -> Result<WorkerHandle> {
-    let (queue_tx, queue_rx) = crossbeam_channel::bounded(depth);
     let (alive, exited) = crossbeam_channel::bounded(0);
     let stop = Arc::new(AtomicBool::new(false));
     let worker = PartitionWorker {
         versions,
         refused: None,
-        queue: queue_rx,
+        queue,
         stop: stop.clone(),
         progress: progress.clone(),
         shared,
@@ -84,7 +92,6 @@ pub fn spawn(
         .spawn(move || worker.run())
         .context("starting a partition worker thread")?;
     Ok(WorkerHandle {
-        queue: queue_tx,
         stop,
         exited,
         progress,
@@ -92,22 +99,34 @@ pub fn spawn(
     })
 }
 
-impl PartitionWorker {
+impl<C: ConsumerContext> PartitionWorker<C> {
+    /// The next message, or `None` once the worker is told to stop.
+    fn next(&self) -> Option<Message> {
+        while !self.stop.load(Ordering::Acquire) {
+            match self.queue.poll(POLL_SLICE) {
+                Some(Ok(m)) => return Some(to_message(&m)),
+                Some(Err(e)) => tracing::warn!(
+                    plugin = %self.progress.plugin, topic = %self.progress.topic,
+                    partition = self.progress.partition, "consumer error: {e}"
+                ),
+                None => {}
+            }
+        }
+        None
+    }
+
     fn run(mut self) {
         let mut instance = match PluginInstance::new(self.versions.load_full()) {
             Ok(instance) => instance,
             Err(failure) => {
-                // Nothing was handled: halt before the first queued message.
-                if let Ok(first) = self.queue.recv() {
+                // Nothing was handled: halt before the first message.
+                if let Some(first) = self.next() {
                     self.progress.fail(first.offset, failure.to_string());
                 }
                 return;
             }
         };
-        while let Ok(message) = self.queue.recv() {
-            if self.stop.load(Ordering::Acquire) {
-                return;
-            }
+        while let Some(message) = self.next() {
             self.follow_version(&mut instance, message.offset);
             if !self.handle(&mut instance, &message) {
                 return; // halted: the progress tracker has said so loudly
@@ -220,5 +239,41 @@ impl PartitionWorker {
                 }
             }
         }
+    }
+}
+
+/// Copies a polled record into the WIT message type (a Kafka header with a null value becomes an
+/// empty value: the contract has no null header values).
+pub fn to_message(m: &BorrowedMessage<'_>) -> Message {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| Header {
+                    name: h.key.to_string(),
+                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let timestamp = match m.timestamp() {
+        rdkafka::Timestamp::NotAvailable => None,
+        rdkafka::Timestamp::CreateTime(millis) => Some(Timestamp {
+            millis,
+            kind: TimestampType::CreateTime,
+        }),
+        rdkafka::Timestamp::LogAppendTime(millis) => Some(Timestamp {
+            millis,
+            kind: TimestampType::LogAppendTime,
+        }),
+    };
+    Message {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp,
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
     }
 }
