@@ -105,12 +105,25 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn ten_swaps_under_a_continuous_stream_hand_each_message_to_exactly_one_version() {
-    let n = 50_000;
-    let (input, output, group) = (unique("swap-in"), unique("swap-out"), unique("kp-swap"));
-    create_topic(&input, 3);
-    create_topic(&output, 3);
+/// kp running one plugin, `tagger` (the tag-a module), from `input` to `output`, with its status
+/// written to `status_file`.
+struct Tagger {
+    input: String,
+    output: String,
+    group: String,
+    plugins: PluginDir,
+    status_file: std::path::PathBuf,
+    kp: Kp,
+}
+
+fn start_tagger(prefix: &str, partitions: i32, log_filter: &str) -> Tagger {
+    let (input, output, group) = (
+        unique(&format!("{prefix}-in")),
+        unique(&format!("{prefix}-out")),
+        unique("kp-tagger"),
+    );
+    create_topic(&input, partitions);
+    create_topic(&output, partitions);
     let plugins = PluginDir::new();
     std::fs::write(
         plugins.path().join("tagger.toml"),
@@ -118,8 +131,33 @@ fn ten_swaps_under_a_continuous_stream_hand_each_message_to_exactly_one_version(
     )
     .unwrap();
     install(plugins.path(), "tagger", &tag_module("a"));
-    let mut kp = Kp::run(plugins.path(), FAST_CLASSIC);
+    let status_file = plugins.path().join(".status.json");
+    let sf = status_file.to_str().unwrap().to_string();
+    let mut args = FAST_CLASSIC.to_vec();
+    args.extend(["--status-file", &sf]);
+    let mut kp = Kp::run_logging(plugins.path(), &args, log_filter);
     kp.wait_for_log("partitions assigned", Duration::from_secs(60));
+    Tagger {
+        input,
+        output,
+        group,
+        plugins,
+        status_file,
+        kp,
+    }
+}
+
+#[test]
+fn ten_swaps_under_a_continuous_stream_hand_each_message_to_exactly_one_version() {
+    let n = 50_000;
+    let Tagger {
+        input,
+        output,
+        group,
+        plugins,
+        kp,
+        ..
+    } = start_tagger("swap", 3, "info");
     let producer = stream(&input, n, 12.0);
     wait_until("first outputs", Duration::from_secs(60), || {
         log_end(&output).values().sum::<i64>() > 0
@@ -171,26 +209,14 @@ fn ten_swaps_under_a_continuous_stream_hand_each_message_to_exactly_one_version(
 #[test]
 fn a_broken_module_never_replaces_a_good_one_and_the_fix_is_picked_up() {
     let n = 20_000;
-    let (input, output, group) = (
-        unique("broken-in"),
-        unique("broken-out"),
-        unique("kp-broken"),
-    );
-    create_topic(&input, 2);
-    create_topic(&output, 2);
-    let plugins = PluginDir::new();
-    std::fs::write(
-        plugins.path().join("tagger.toml"),
-        manifest(&input, &output, &group),
-    )
-    .unwrap();
-    install(plugins.path(), "tagger", &tag_module("a"));
-    let status_file = plugins.dir.path().join(".status.json");
-    let mut args = FAST_CLASSIC.to_vec();
-    let sf = status_file.to_str().unwrap().to_string();
-    args.extend(["--status-file", &sf]);
-    let mut kp = Kp::run(plugins.path(), &args);
-    kp.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let Tagger {
+        input,
+        output,
+        group,
+        plugins,
+        status_file,
+        kp,
+    } = start_tagger("broken", 2, "info");
     let producer = stream(&input, n, 8.0);
     wait_until("first outputs", Duration::from_secs(60), || {
         log_end(&output).values().sum::<i64>() > 0
@@ -310,18 +336,13 @@ fn a_plugin_added_and_another_removed_mid_stream() {
 
 #[test]
 fn a_module_written_slowly_in_chunks_is_loaded_once_whole() {
-    let (input, output, group) = (unique("chunk-in"), unique("chunk-out"), unique("kp-chunk"));
-    create_topic(&input, 1);
-    create_topic(&output, 1);
-    let plugins = PluginDir::new();
-    std::fs::write(
-        plugins.path().join("tagger.toml"),
-        manifest(&input, &output, &group),
-    )
-    .unwrap();
-    install(plugins.path(), "tagger", &tag_module("a"));
-    let mut kp = Kp::run_logging(plugins.path(), FAST_CLASSIC, "info,kp::watcher=debug");
-    kp.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let Tagger {
+        input,
+        output,
+        plugins,
+        mut kp,
+        ..
+    } = start_tagger("chunk", 1, "info,kp::watcher=debug");
 
     // Truncate, then write the new version in place in 12 chunks, 150 ms apart.
     let bytes = tag_module("b");

@@ -7,29 +7,18 @@
 //! KP_BENCH_STRICT_MESSAGES (default 5000), KP_BENCH_PARTITIONS (default 6).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{brokers, build_plugins, create_topics, env_num};
 use kp::kafka::{CommitMode, KafkaSettings, RunOptions};
 use kp::runner::RunConfig;
 use kp::sandbox::{Allocation, SandboxConfig};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn brokers() -> String {
-    std::env::var("KP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
 
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -37,23 +26,6 @@ fn unique(prefix: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{prefix}-{}", nanos % 10_000_000_000)
-}
-
-fn create_topic(rt: &tokio::runtime::Runtime, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let r = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .unwrap();
-    for x in r {
-        x.unwrap();
-    }
-    std::thread::sleep(Duration::from_secs(1));
 }
 
 fn produce(topic: &str, n: usize) -> f64 {
@@ -216,24 +188,13 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let plugins = root.join("target/plugins/dist");
-    assert!(
-        Command::new(root.join("plugins/build.sh"))
-            .arg(&plugins)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let plugins = build_plugins();
     let n = env_num("KP_BENCH_MESSAGES", 1_000_000);
     let strict_n = env_num("KP_BENCH_STRICT_MESSAGES", 5_000);
     let partitions = env_num("KP_BENCH_PARTITIONS", 6) as i32;
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let (input, output) = (unique("bench-in"), unique("bench-out"));
     let (strict_in, strict_out) = (unique("bench-strict-in"), unique("bench-strict-out"));
-    for t in [&input, &output, &strict_in, &strict_out] {
-        create_topic(&rt, t, partitions);
-    }
+    create_topics(&[&input, &output, &strict_in, &strict_out], partitions);
     println!(
         "kp Kafka benchmark: {n} messages of 100 bytes over {partitions} partitions, broker {}",
         brokers()

@@ -9,32 +9,21 @@
 //! Times come from the output records' CreateTime, which kp's producer stamps when the handler
 //! returns (millisecond resolution).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::{brokers, build_plugins, create_topics, env_num};
 use kp::kafka::{CommitMode, KafkaSettings, RunOptions};
 use kp::runner::RunConfig;
 use kp::sandbox::{Allocation, SandboxConfig};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Timestamp};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn brokers() -> String {
-    std::env::var("KP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -61,39 +50,15 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dist = root.join("target/plugins/dist");
-    assert!(
-        Command::new(root.join("plugins/build.sh"))
-            .arg(&dist)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let dist = build_plugins();
     let tag_a = std::fs::read(dist.join("testing/tag-a.wasm")).unwrap();
     let tag_b = std::fs::read(dist.join("testing/tag-b.wasm")).unwrap();
-    let rate = env_num("KP_BENCH_RATE", 20_000);
-    let swaps = env_num("KP_BENCH_SWAPS", 6) as usize;
+    let rate = env_num("KP_BENCH_RATE", 20_000) as u64;
+    let swaps = env_num("KP_BENCH_SWAPS", 6);
 
     let id = now_ms();
     let (input, output) = (format!("reload-in-{id}"), format!("reload-out-{id}"));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    for t in [&input, &output] {
-        for r in rt
-            .block_on(admin.create_topics(
-                &[NewTopic::new(t, 3, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            ))
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    create_topics(&[&input, &output], 3);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

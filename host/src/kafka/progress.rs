@@ -166,33 +166,30 @@ impl PartitionProgress {
 
     /// Waits until everything up to and including `offset` is finished. False on failure or timeout.
     pub fn wait_finished(&self, offset: i64, deadline: Instant) -> bool {
-        let mut state = self.lock();
-        loop {
+        self.wait_for(deadline, |state| {
             if state.committable.is_some_and(|next| next > offset) {
-                return true;
+                Some(true)
+            } else if state.failed_at.is_some() {
+                Some(false)
+            } else {
+                None
             }
-            if state.failed_at.is_some() {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        })
     }
 
     /// Waits until no message is in flight (or the partition failed). False on timeout.
     pub fn wait_idle(&self, deadline: Instant) -> bool {
+        self.wait_for(deadline, |state| {
+            (state.in_flight.is_empty() || state.failed_at.is_some()).then_some(true)
+        })
+    }
+
+    /// Waits until `decide` gives an answer (asked again at every change), or the deadline (false).
+    fn wait_for(&self, deadline: Instant, decide: impl Fn(&State) -> Option<bool>) -> bool {
         let mut state = self.lock();
         loop {
-            let stuck_on_failure = state.failed_at.is_some();
-            if state.in_flight.is_empty() || stuck_on_failure {
-                return true;
+            if let Some(answer) = decide(&state) {
+                return answer;
             }
             let now = Instant::now();
             if now >= deadline {

@@ -1,0 +1,55 @@
+//! What the Kafka benchmarks share: the broker address, numeric settings from the environment,
+//! topic creation, and building the example plugins.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+/// The broker under test (`KP_TEST_BROKERS`, default 127.0.0.1:9092).
+pub fn brokers() -> String {
+    std::env::var("KP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A number from the environment, or `default`.
+pub fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Creates topics of `partitions` partitions and gives the broker a moment to elect leaders.
+pub fn create_topics(names: &[&str], partitions: i32) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in rt.block_on(admin.create_topics(&topics, &options)).unwrap() {
+        result.unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// Builds the example plugins (plugins/build.sh) and returns their folder.
+pub fn build_plugins() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dist = root.join("target/plugins/dist");
+    let status = Command::new(root.join("plugins/build.sh"))
+        .arg(&dist)
+        .status()
+        .expect("plugins/build.sh");
+    assert!(status.success(), "plugins/build.sh failed");
+    dist
+}
