@@ -64,6 +64,19 @@ pub fn describe(plugin: &LoadedPlugin) -> String {
         m.limits.timeout.as_millis(),
         m.limits.memory_bytes >> 20
     );
+    let f = &m.on_failure;
+    let _ = writeln!(
+        out,
+        "  failure:  {:?}{}, {} attempt(s) for retry-later, backoff {}..{} ms",
+        f.action,
+        f.dead_letter_topic
+            .as_deref()
+            .map(|t| format!(" to {t}"))
+            .unwrap_or_default(),
+        f.max_attempts,
+        f.backoff_initial.as_millis(),
+        f.backoff_max.as_millis()
+    );
     if m.config.is_empty() {
         let _ = writeln!(out, "  config:   (none)");
     } else {

@@ -11,6 +11,13 @@
 //!
 //! [config]                         # free-form values the guest reads through kp:plugin/config
 //! api-url = "https://example.com"
+//!
+//! [on-failure]                     # what happens to a message the handler cannot handle
+//! policy = "dead-letter"           # or "skip" or "halt"; default: dead-letter if a topic is set, else halt
+//! dead-letter-topic = "orders-dlq"
+//! max-attempts = 3                 # attempts for `retry-later` errors (1 = no retry)
+//! backoff-initial-ms = 200         # first pause between attempts; doubles, with jitter
+//! backoff-max-ms = 30000           # longest pause
 //! ```
 //!
 //! Unknown keys and bad values are refused with a message naming the file and the key.
@@ -48,6 +55,8 @@ pub struct Manifest {
     pub limits: Limits,
     /// Values the guest reads through `kp:plugin/config`, sorted by key.
     pub config: BTreeMap<String, String>,
+    /// What happens to a message the handler cannot handle.
+    pub on_failure: FailurePolicy,
     /// Where the manifest came from (`None` for a module without one).
     pub source: Option<PathBuf>,
 }
@@ -59,6 +68,93 @@ pub struct Limits {
     pub timeout: Duration,
     /// Maximum linear memory of one instance, in bytes.
     pub memory_bytes: u64,
+}
+
+/// What to do with a message whose handling failed for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureAction {
+    /// Produce it to the dead-letter topic (with headers saying why), then commit it.
+    DeadLetter,
+    /// Log and count it, then commit it: the message is dropped.
+    Skip,
+    /// Stop the partition at it, uncommitted, until an operator acts.
+    Halt,
+}
+
+/// The failure policy of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailurePolicy {
+    pub action: FailureAction,
+    pub dead_letter_topic: Option<String>,
+    /// Attempts for a `retry-later` error, the first included.
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for FailurePolicy {
+    /// Without a dead-letter topic nothing may be lost, so the default is to halt.
+    fn default() -> Self {
+        FailurePolicy {
+            action: FailureAction::Halt,
+            dead_letter_topic: None,
+            max_attempts: 3,
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFailurePolicy {
+    policy: Option<FailureAction>,
+    dead_letter_topic: Option<String>,
+    max_attempts: Option<u32>,
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+}
+
+impl RawFailurePolicy {
+    fn resolve(self) -> Result<FailurePolicy> {
+        let defaults = FailurePolicy::default();
+        if let Some(topic) = &self.dead_letter_topic {
+            validate_topic(topic)?;
+        }
+        let action = match (self.policy, &self.dead_letter_topic) {
+            (Some(FailureAction::DeadLetter), None) => {
+                bail!("on-failure.policy = \"dead-letter\" needs on-failure.dead-letter-topic")
+            }
+            (Some(action), _) => action,
+            (None, Some(_)) => FailureAction::DeadLetter,
+            (None, None) => defaults.action,
+        };
+        let max_attempts = self.max_attempts.unwrap_or(defaults.max_attempts);
+        if !(1..=100).contains(&max_attempts) {
+            bail!("on-failure.max-attempts must be between 1 and 100, not {max_attempts}");
+        }
+        let initial = self
+            .backoff_initial_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.backoff_initial);
+        let max = self
+            .backoff_max_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.backoff_max);
+        if initial.is_zero() || initial > max || max > Duration::from_secs(3600) {
+            bail!(
+                "on-failure: backoff-initial-ms must be at least 1 and at most backoff-max-ms, which is at most one hour"
+            );
+        }
+        Ok(FailurePolicy {
+            action,
+            dead_letter_topic: self.dead_letter_topic,
+            max_attempts,
+            backoff_initial: initial,
+            backoff_max: max,
+        })
+    }
 }
 
 impl Default for Limits {
@@ -81,6 +177,8 @@ struct RawManifest {
     limits: RawLimits,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    on_failure: RawFailurePolicy,
 }
 
 #[derive(Deserialize, Default)]
@@ -100,6 +198,7 @@ impl Manifest {
             group_id: format!("kp-{name}"),
             limits: Limits::default(),
             config: BTreeMap::new(),
+            on_failure: FailurePolicy::default(),
             source: None,
         }
     }
@@ -175,6 +274,7 @@ impl Manifest {
                 memory_bytes: memory_mib << 20,
             },
             config,
+            on_failure: raw.on_failure.resolve()?,
             source: None,
         })
     }
@@ -282,6 +382,33 @@ mod tests {
         assert!(
             refused("input-topics = [").contains("TOML") || !refused("input-topics = [").is_empty()
         );
+    }
+
+    #[test]
+    fn failure_policies() {
+        let m = Manifest::parse("p", "input-topics = [\"t\"]").unwrap();
+        assert_eq!(
+            m.on_failure.action,
+            FailureAction::Halt,
+            "no dead-letter topic: nothing may be lost"
+        );
+        let m = Manifest::parse(
+            "p",
+            "[on-failure]\ndead-letter-topic = \"dlq\"\nmax-attempts = 5",
+        )
+        .unwrap();
+        assert_eq!(m.on_failure.action, FailureAction::DeadLetter);
+        assert_eq!(m.on_failure.max_attempts, 5);
+        let m = Manifest::parse("p", "[on-failure]\npolicy = \"skip\"").unwrap();
+        assert_eq!(m.on_failure.action, FailureAction::Skip);
+        assert!(refused("[on-failure]\npolicy = \"dead-letter\"").contains("dead-letter-topic"));
+        assert!(refused("[on-failure]\npolicy = \"ignore\"").contains("unknown variant"));
+        assert!(refused("[on-failure]\nmax-attempts = 0").contains("max-attempts"));
+        assert!(
+            refused("[on-failure]\nbackoff-initial-ms = 10\nbackoff-max-ms = 5")
+                .contains("backoff")
+        );
+        assert!(refused("[on-failure]\ndead-letter-topic = \"a b\"").contains("topic name"));
     }
 
     #[test]

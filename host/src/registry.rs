@@ -267,7 +267,8 @@ impl PluginRegistry {
         for topic in manifest
             .input_topics
             .iter()
-            .chain(manifest.output_topic.iter())
+            .chain(&manifest.output_topic)
+            .chain(&manifest.on_failure.dead_letter_topic)
         {
             let md = self
                 .metadata

@@ -243,7 +243,8 @@ impl PluginContext {
                 for (key, progress) in &drained {
                     tracing::info!(
                         plugin = %self.name, topic = %key.0, partition = key.1,
-                        committed = ?progress.committable(), "partition drained and committed"
+                        committed = ?progress.committable(), skipped = progress.skipped_count(),
+                        "partition drained and committed"
                     );
                 }
             }

@@ -31,6 +31,8 @@ struct State {
     failed_at: Option<i64>,
     /// Set once the partition is revoked or stopped: progress is no longer sent to the committer.
     detached: bool,
+    /// Messages dropped by the `skip` policy.
+    skipped: u64,
 }
 
 /// Finished-offset tracking for one assigned partition; shared by its worker (which registers
@@ -152,6 +154,16 @@ impl PartitionProgress {
             }
             self.changed.notify_all();
         }
+    }
+
+    /// Counts a message dropped by the `skip` policy.
+    pub fn skipped(&self) {
+        self.lock().skipped += 1;
+    }
+
+    /// Messages dropped by the `skip` policy so far.
+    pub fn skipped_count(&self) -> u64 {
+        self.lock().skipped
     }
 
     /// The next offset to commit, if any message has finished.

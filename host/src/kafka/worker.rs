@@ -24,7 +24,11 @@ use super::CommitMode;
 use super::committer::CommitSink;
 use super::output::{self, AckToken, OutputProducer};
 use super::progress::PartitionProgress;
-use crate::sandbox::{Header, LoadedPlugin, Message, PluginInstance, Timestamp, TimestampType};
+use crate::manifest::{FailureAction, FailurePolicy};
+use crate::sandbox::{
+    FailureKind, HandlerFailure, Header, LoadedPlugin, Message, Output, PluginInstance, Timestamp,
+    TimestampType,
+};
 
 /// How long strict mode waits for one message's outputs and commit before re-checking `stop`.
 const STRICT_WAIT_SLICE: Duration = Duration::from_millis(200);
@@ -166,15 +170,33 @@ impl<C: ConsumerContext> PartitionWorker<C> {
         }
     }
 
-    /// Handles one message. False when the partition must halt.
+    /// Handles one message, retrying `retry-later` errors with backoff and applying the plugin's
+    /// failure policy to what still fails. False when the partition must halt (or must stop: the
+    /// message then stays uncommitted and is handled again by whoever reads the partition next).
     fn handle(&self, instance: &mut PluginInstance, message: &Message) -> bool {
         let offset = message.offset;
-        let outputs = match instance.handle(message) {
-            Ok(outputs) => outputs,
-            Err(failure) => {
-                self.progress
-                    .fail(offset, format!("{} ({})", failure, failure.kind()));
-                return false;
+        let policy = instance.plugin().manifest.on_failure.clone();
+        let mut attempt = 1;
+        let outputs = loop {
+            match instance.handle(message) {
+                Ok(outputs) => break outputs,
+                Err(failure)
+                    if failure.kind() == FailureKind::RetryLater
+                        && attempt < policy.max_attempts =>
+                {
+                    let pause = backoff(&policy, attempt);
+                    tracing::warn!(
+                        plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+                        offset, attempt, pause_ms = pause.as_millis() as u64, "{failure}; retrying after a pause"
+                    );
+                    if !self.pause(pause) {
+                        return false; // stopping: the message stays uncommitted
+                    }
+                    attempt += 1;
+                }
+                Err(failure) => {
+                    return self.give_up(instance.plugin(), message, &failure, attempt, &policy);
+                }
             }
         };
         let default_topic = instance.plugin().manifest.output_topic.as_deref();
@@ -192,13 +214,7 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                 .as_deref()
                 .or(default_topic)
                 .expect("checked above");
-            let token = AckToken {
-                progress: self.progress.clone(),
-                offset,
-            };
-            if let Err(error) = output::send(&self.shared.producer, topic, out, token) {
-                self.progress
-                    .fail(offset, format!("producing to {topic:?} failed: {error}"));
+            if !self.send(topic, out, offset) {
                 return false;
             }
         }
@@ -206,6 +222,84 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             return self.commit_now(offset);
         }
         true
+    }
+
+    /// Sends one record for the message at `offset`; false (and the partition halted) on failure.
+    fn send(&self, topic: &str, record: &Output, offset: i64) -> bool {
+        let token = AckToken {
+            progress: self.progress.clone(),
+            offset,
+        };
+        match output::send(&self.shared.producer, topic, record, token) {
+            Ok(()) => true,
+            Err(error) => {
+                self.progress
+                    .fail(offset, format!("producing to {topic:?} failed: {error}"));
+                false
+            }
+        }
+    }
+
+    /// Sleeps `pause` unless told to stop first (then false).
+    fn pause(&self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50)),
+            );
+        }
+        !self.stop.load(Ordering::Acquire)
+    }
+
+    /// Applies the failure policy to a message that failed for good.
+    fn give_up(
+        &self,
+        plugin: &LoadedPlugin,
+        message: &Message,
+        failure: &HandlerFailure,
+        attempts: u32,
+        policy: &FailurePolicy,
+    ) -> bool {
+        let offset = message.offset;
+        match (policy.action, &policy.dead_letter_topic) {
+            (FailureAction::DeadLetter, Some(topic)) => {
+                tracing::warn!(
+                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+                    offset, attempts, kind = %failure.kind(), dead_letter_topic = %topic, "{failure}; sent to the dead-letter topic"
+                );
+                // Committed only once the dead-letter record is acknowledged, like any output.
+                self.progress.handled(offset, 1);
+                let record = dead_letter(plugin, message, failure, attempts);
+                if !self.send(topic, &record, offset) {
+                    return false;
+                }
+                self.shared.mode != CommitMode::Strict || self.commit_now(offset)
+            }
+            (FailureAction::Skip, _) => {
+                tracing::warn!(
+                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+                    offset, attempts, kind = %failure.kind(), "{failure}; SKIPPED (policy skip): the message is dropped"
+                );
+                self.progress.skipped();
+                self.progress.handled(offset, 0);
+                self.shared.mode != CommitMode::Strict || self.commit_now(offset)
+            }
+            _ => {
+                self.progress.fail(
+                    offset,
+                    format!(
+                        "{failure} ({}, after {attempts} attempt(s))",
+                        failure.kind()
+                    ),
+                );
+                false
+            }
+        }
     }
 
     /// Strict mode: wait until this message is finished and its offset committed.
@@ -275,5 +369,58 @@ pub fn to_message(m: &BorrowedMessage<'_>) -> Message {
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec),
         headers,
+    }
+}
+
+/// The pause before attempt `attempt + 1`: exponential from the initial backoff, capped, with
+/// up to 25% random jitter (so partitions retrying together spread out).
+fn backoff(policy: &FailurePolicy, attempt: u32) -> Duration {
+    let base = policy
+        .backoff_initial
+        .saturating_mul(1 << (attempt - 1).min(20))
+        .min(policy.backoff_max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
+    (base + jitter).min(policy.backoff_max)
+}
+
+/// The dead-letter record of a failed message: its key, value and headers as they were, plus
+/// headers that say where it came from and why it failed.
+pub fn dead_letter(
+    plugin: &LoadedPlugin,
+    message: &Message,
+    failure: &HandlerFailure,
+    attempts: u32,
+) -> Output {
+    let mut headers = message.headers.clone();
+    let failed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    for (name, value) in [
+        ("kp.source.topic", message.topic.clone()),
+        ("kp.source.partition", message.partition.to_string()),
+        ("kp.source.offset", message.offset.to_string()),
+        ("kp.error.kind", failure.kind().to_string()),
+        ("kp.error.message", failure.to_string()),
+        ("kp.attempts", attempts.to_string()),
+        ("kp.plugin", plugin.name().to_string()),
+        ("kp.plugin.version", plugin.version().to_string()),
+        ("kp.failed.at.ms", failed_at.to_string()),
+    ] {
+        headers.push(Header {
+            name: name.into(),
+            value: value.into_bytes(),
+        });
+    }
+    Output {
+        topic: None,
+        key: message.key.clone(),
+        value: message.value.clone(),
+        headers,
+        partition: None,
     }
 }

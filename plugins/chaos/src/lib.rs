@@ -7,6 +7,8 @@
 //! | `loop`         | loops forever (stopped by the host's deadline)                        |
 //! | `oom`          | allocates until memory runs out (stopped by the host's memory cap)     |
 //! | `retry`        | returns `retry-later`                                                  |
+//! | `flaky:N`      | returns `retry-later` N times for this message, then passes it through  |
+//! |                | with a header `attempts` (N + 1)                                       |
 //! | `bad`          | returns `bad-message`                                                  |
 //! | `drop`         | returns no output                                                      |
 //! | `fanout:N`     | returns N outputs, each with header `n`                                |
@@ -19,13 +21,17 @@
 //! Config: `delay-us = N` busy-waits N microseconds on every message (a slow handler);
 //! `log-each = true` logs "handling offset N" at info level before each message.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kp_guest::{HandlerError, HandlerResult, Message, Output, config, log};
 
 static HANDLED: AtomicU64 = AtomicU64::new(0);
+
+/// Attempts seen per (partition, offset), for `flaky:N`.
+static ATTEMPTS: Mutex<Option<HashMap<(i32, i64), u32>>> = Mutex::new(None);
 
 struct Settings {
     delay: Duration,
@@ -101,6 +107,17 @@ fn handle(msg: Message) -> HandlerResult {
                 return Ok((0..n)
                     .map(|i| Output::from_message(&msg).with_header("n", i.to_string()))
                     .collect());
+            }
+            if let Some(n) = other.strip_prefix("flaky:") {
+                let n: u32 = n.parse().map_err(HandlerError::bad_message)?;
+                let mut attempts = ATTEMPTS.lock().unwrap();
+                let seen = attempts.get_or_insert_with(HashMap::new).entry((msg.partition, msg.offset)).or_insert(0);
+                *seen += 1;
+                if *seen <= n {
+                    return Err(HandlerError::retry_later(format!("chaos: flaky, attempt {seen}")));
+                }
+                let header = seen.to_string();
+                return Ok(vec![Output::from_message(&msg).with_header("attempts", header)]);
             }
             if let Some(ms) = other.strip_prefix("sleep:") {
                 let ms: u64 = ms.parse().map_err(HandlerError::bad_message)?;
