@@ -379,3 +379,82 @@ fn compiled_components_are_cached_by_content() {
         Provenance::Cached
     );
 }
+
+fn value_of(instance: &mut PluginInstance, key: &str) -> String {
+    let out = instance.handle(&msg(key)).unwrap();
+    String::from_utf8(out[0].value.clone().unwrap()).unwrap()
+}
+
+#[test]
+fn files_unlisted_environment_variables_and_sockets_are_refused() {
+    let dir = PluginDir::new();
+    // Cargo sets both variables for the test process; only one is granted.
+    dir.add(
+        "chaos",
+        "caps",
+        "input-topics = [\"t\"]\n[capabilities]\nenv = [\"CARGO_PKG_NAME\"]\n",
+    );
+    let mut guest =
+        PluginInstance::new(sandbox().load(&dir.path().join("caps.wasm")).unwrap()).unwrap();
+    assert_eq!(
+        value_of(&mut guest, "env:CARGO_PKG_NAME"),
+        "kp",
+        "a granted variable is visible"
+    );
+    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
+    assert_eq!(
+        value_of(&mut guest, "env:CARGO_MANIFEST_DIR"),
+        "unset",
+        "others are not"
+    );
+    let module = dir.path().join("caps.wasm");
+    for path in ["/etc/passwd", module.to_str().unwrap(), "caps.wasm"] {
+        let read = value_of(&mut guest, &format!("read-file:{path}"));
+        assert!(read.starts_with("denied:"), "{path}: {read}");
+    }
+    let connect = value_of(&mut guest, &format!("connect:{}", "127.0.0.1:9"));
+    assert!(connect.starts_with("denied: PermissionDenied"), "{connect}");
+}
+
+#[test]
+fn clocks_and_random_are_granted_by_default_and_can_be_denied() {
+    let dir = PluginDir::new();
+    dir.add("chaos", "open", "input-topics = [\"t\"]\n");
+    dir.add(
+        "chaos",
+        "closed",
+        "input-topics = [\"t\"]\n[capabilities]\nwall-clock = false\nrandom = false\n",
+    );
+    let open = sandbox().load(&dir.path().join("open.wasm")).unwrap();
+    let closed = sandbox().load(&dir.path().join("closed.wasm")).unwrap();
+    let now: u64 = value_of(&mut PluginInstance::new(open.clone()).unwrap(), "clock")
+        .parse()
+        .unwrap();
+    assert!(now > 1_700_000_000, "the real wall clock: {now}");
+    assert_eq!(
+        value_of(&mut PluginInstance::new(closed.clone()).unwrap(), "clock"),
+        "0"
+    );
+    let a = value_of(&mut PluginInstance::new(open.clone()).unwrap(), "random");
+    let b = value_of(&mut PluginInstance::new(open).unwrap(), "random");
+    assert_ne!(a, b, "real random differs between instances");
+    let c = value_of(&mut PluginInstance::new(closed.clone()).unwrap(), "random");
+    let d = value_of(&mut PluginInstance::new(closed).unwrap(), "random");
+    assert_eq!(c, d, "denied random is fixed");
+}
+
+#[test]
+fn an_init_that_traps_refuses_the_plugin() {
+    let dir = PluginDir::new();
+    dir.add(
+        "chaos",
+        "boom",
+        "input-topics = [\"t\"]\n[config]\ninit-trap = true\n",
+    );
+    let e = refusal(&dir.path().join("boom.wasm"));
+    assert!(matches!(e, LoadError::StartFailed { .. }), "{e}");
+    assert!(
+        e.to_string().contains("init") && e.to_string().contains("unreachable"),
+        "{e}"
+    );
+}

@@ -12,6 +12,11 @@
 //! [config]                         # free-form values the guest reads through kp:plugin/config
 //! api-url = "https://example.com"
 //!
+//! [capabilities]                   # deny by default; files and network are never granted
+//! env = ["API_URL"]                # environment variables passed from kp's own environment
+//! wall-clock = true                # default true; false: the clock reads the Unix epoch
+//! random = true                    # default true; false: fixed bytes (reproducible runs)
+//!
 //! [on-failure]                     # what happens to a message the handler cannot handle
 //! policy = "dead-letter"           # or "skip" or "halt"; default: dead-letter if a topic is set, else halt
 //! dead-letter-topic = "orders-dlq"
@@ -57,6 +62,8 @@ pub struct Manifest {
     pub config: BTreeMap<String, String>,
     /// What happens to a message the handler cannot handle.
     pub on_failure: FailurePolicy,
+    /// What the guest may reach beyond its own memory.
+    pub capabilities: Capabilities,
     /// Where the manifest came from (`None` for a module without one).
     pub source: Option<PathBuf>,
 }
@@ -68,6 +75,37 @@ pub struct Limits {
     pub timeout: Duration,
     /// Maximum linear memory of one instance, in bytes.
     pub memory_bytes: u64,
+}
+
+/// What a guest may reach. Files and the network are never granted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Capabilities {
+    /// Environment variables passed from kp's environment (by name); the guest sees no others.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// The real wall clock. Granted by default: outputs and logs carry real times, and it reveals
+    /// nothing about the host that Kafka timestamps do not. Denied, it reads the Unix epoch.
+    #[serde(default = "yes")]
+    pub wall_clock: bool,
+    /// Real random bytes. Granted by default: language runtimes seed hash tables from it (Rust's
+    /// HashMap, Python, JavaScript). Denied, it returns fixed bytes, for reproducible runs.
+    #[serde(default = "yes")]
+    pub random: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            env: Vec::new(),
+            wall_clock: true,
+            random: true,
+        }
+    }
 }
 
 /// What to do with a message whose handling failed for good.
@@ -179,6 +217,8 @@ struct RawManifest {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     on_failure: RawFailurePolicy,
+    #[serde(default)]
+    capabilities: Capabilities,
 }
 
 #[derive(Deserialize, Default)]
@@ -199,6 +239,7 @@ impl Manifest {
             limits: Limits::default(),
             config: BTreeMap::new(),
             on_failure: FailurePolicy::default(),
+            capabilities: Capabilities::default(),
             source: None,
         }
     }
@@ -275,6 +316,7 @@ impl Manifest {
             },
             config,
             on_failure: raw.on_failure.resolve()?,
+            capabilities: raw.capabilities,
             source: None,
         })
     }
@@ -409,6 +451,19 @@ mod tests {
                 .contains("backoff")
         );
         assert!(refused("[on-failure]\ndead-letter-topic = \"a b\"").contains("topic name"));
+    }
+
+    #[test]
+    fn capabilities() {
+        let m = Manifest::parse("p", "").unwrap();
+        assert_eq!(m.capabilities, Capabilities::default());
+        assert!(
+            m.capabilities.env.is_empty() && m.capabilities.wall_clock && m.capabilities.random
+        );
+        let m = Manifest::parse("p", "[capabilities]\nenv = [\"A\"]\nrandom = false").unwrap();
+        assert_eq!(m.capabilities.env, ["A"]);
+        assert!(!m.capabilities.random);
+        assert!(refused("[capabilities]\nnetwork = true").contains("unknown field `network`"));
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl PluginInstance {
             plugin.identity.clone(),
             plugin.config.clone(),
             plugin.manifest.limits.memory_bytes,
+            &plugin.manifest.capabilities,
         );
         let mut store = Store::new(plugin.pre.engine(), state);
         store.limiter(|state| state);

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{Deterministic, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::manifest::Capabilities;
 
 use super::bindings::{Level, kp};
 use super::guest_stdio::{GuestLog, Stream};
@@ -56,16 +58,29 @@ impl GuestState {
         identity: GuestIdentity,
         config: Arc<BTreeMap<String, String>>,
         memory_cap: u64,
+        capabilities: &Capabilities,
     ) -> Self {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(identity.plugin.clone(), Stream::Stdout))
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(GuestLog::new(identity.plugin.clone(), Stream::Stdout))
             .stderr(GuestLog::new(identity.plugin.clone(), Stream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        for name in &capabilities.env {
+            if let Ok(value) = std::env::var(name) {
+                wasi.env(name, value);
+            }
+        }
+        if !capabilities.wall_clock {
+            wasi.wall_clock(EpochClock);
+        }
+        if !capabilities.random {
+            wasi.secure_random(Deterministic::new(vec![0x5a; 32]))
+                .insecure_random(Deterministic::new(vec![0xa5; 32]))
+                .insecure_random_seed(0);
+        }
         GuestState {
-            wasi,
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             identity,
             config,
@@ -95,6 +110,19 @@ impl GuestState {
     /// True (once) when the limiter refused a memory growth since the last call to this.
     pub fn take_memory_refused(&mut self) -> bool {
         std::mem::take(&mut self.memory_refused)
+    }
+}
+
+/// The wall clock of a guest denied the real one: always the Unix epoch.
+struct EpochClock;
+
+impl HostWallClock for EpochClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 }
 

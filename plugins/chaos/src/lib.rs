@@ -16,10 +16,16 @@
 //! | `count`        | returns how many messages this instance has handled, itself included   |
 //! | `config`       | returns the `[config]` entries as `k=v` lines                          |
 //! | `stdio`        | writes to stdout and stderr and logs at every level, then passes       |
+//! | `read-file:P`  | tries to read file P; the output value says what happened              |
+//! | `env:NAME`     | the output value is environment variable NAME, or `unset`              |
+//! | `connect:ADDR` | tries to open a TCP connection; the output value says what happened    |
+//! | `clock`        | the output value is the wall clock, in seconds since the Unix epoch     |
+//! | `random`       | the output value is 8 random bytes, in hex                              |
 //! | anything else  | passes the message through                                             |
 //!
 //! Config: `delay-us = N` busy-waits N microseconds on every message (a slow handler);
-//! `log-each = true` logs "handling offset N" at info level before each message.
+//! `log-each = true` logs "handling offset N" at info level before each message;
+//! `init-trap = true` panics in `init`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -46,6 +52,9 @@ fn init() -> Result<(), String> {
         None => 0,
     };
     let log_each = config::get("log-each").as_deref() == Some("true");
+    if config::get("init-trap").as_deref() == Some("true") {
+        panic!("chaos: asked to trap in init");
+    }
     let _ = SETTINGS.set(Settings { delay: Duration::from_micros(delay_us), log_each });
     Ok(())
 }
@@ -107,6 +116,38 @@ fn handle(msg: Message) -> HandlerResult {
                 return Ok((0..n)
                     .map(|i| Output::from_message(&msg).with_header("n", i.to_string()))
                     .collect());
+            }
+            if let Some(path) = other.strip_prefix("read-file:") {
+                let what = match std::fs::read(path) {
+                    Ok(bytes) => format!("read {} bytes", bytes.len()),
+                    Err(e) => format!("denied: {:?}: {e}", e.kind()),
+                };
+                return Ok(vec![Output::new(what)]);
+            }
+            if let Some(name) = other.strip_prefix("env:") {
+                return Ok(vec![Output::new(std::env::var(name).unwrap_or_else(|_| "unset".into()))]);
+            }
+            if let Some(addr) = other.strip_prefix("connect:") {
+                let what = match std::net::TcpStream::connect(addr) {
+                    Ok(_) => "connected".to_string(),
+                    Err(e) => format!("denied: {:?}: {e}", e.kind()),
+                };
+                return Ok(vec![Output::new(what)]);
+            }
+            if other == "clock" {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                return Ok(vec![Output::new(now.as_secs().to_string())]);
+            }
+            if other == "random" {
+                let mut map = HashMap::<u8, u8>::new(); // seeds from WASI random
+                map.insert(1, 1);
+                let bytes: Vec<String> = (0..8)
+                    .map(|i| {
+                        let h = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), i);
+                        format!("{:02x}", h as u8)
+                    })
+                    .collect();
+                return Ok(vec![Output::new(bytes.concat())]);
             }
             if let Some(n) = other.strip_prefix("flaky:") {
                 let n: u32 = n.parse().map_err(HandlerError::bad_message)?;
