@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use support::{
-    FAST_CLASSIC, Kp, PluginDir, Read, Rec, committed, create_topic, produce, read_all, unique,
+    FAST_CLASSIC, Kp, PluginDir, Read, Rec, committed, create_topic, manifest, produce, read_all,
+    unique,
 };
 
 fn seq(r: &Read) -> usize {
@@ -63,11 +64,8 @@ fn every_message_ends_as_an_output_or_a_dead_letter_with_its_story() {
     plugins.add(
         "chaos",
         "chaos",
-        &format!(
-            "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n\
-             [limits]\ntimeout-ms = 500\nmemory-mib = 32\n\
-             [on-failure]\ndead-letter-topic = \"{dlq}\"\nmax-attempts = 3\nbackoff-initial-ms = 1500\nbackoff-max-ms = 3000\n"
-        ),
+        &manifest(&input, &output, &group, &format!("[limits]\ntimeout-ms = 500\nmemory-mib = 32\n\
+             [on-failure]\ndead-letter-topic = \"{dlq}\"\nmax-attempts = 3\nbackoff-initial-ms = 1500\nbackoff-max-ms = 3000\n")),
     );
     let kp = Kp::run(plugins.path(), FAST_CLASSIC);
     let expected_dead = poison.len() - 1; // flaky:2 succeeds on its third attempt
@@ -146,10 +144,7 @@ fn healthy_partitions_flow_while_one_backs_off() {
     plugins.add(
         "chaos",
         "chaos",
-        &format!(
-            "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n\
-             [on-failure]\npolicy = \"halt\"\nmax-attempts = 4\nbackoff-initial-ms = 2000\nbackoff-max-ms = 2000\n"
-        ),
+        &manifest(&input, &output, &group, "[on-failure]\npolicy = \"halt\"\nmax-attempts = 4\nbackoff-initial-ms = 2000\nbackoff-max-ms = 2000\n"),
     );
     let mut kp = Kp::run(plugins.path(), FAST_CLASSIC);
     kp.wait_for_log("partitions assigned", Duration::from_secs(60));
@@ -208,9 +203,7 @@ fn the_skip_policy_drops_and_counts_and_commits() {
     plugins.add(
         "chaos",
         "skipper",
-        &format!(
-            "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n[on-failure]\npolicy = \"skip\"\n"
-        ),
+        &manifest(&input, &output, &group, "[on-failure]\npolicy = \"skip\"\n"),
     );
     let kp = Kp::run(plugins.path(), FAST_CLASSIC);
     let outputs = read_all(&output, 2, Duration::from_secs(60));
@@ -249,10 +242,7 @@ fn a_restart_in_the_middle_of_a_backoff_loses_nothing() {
     plugins.add(
         "chaos",
         "rb",
-        &format!(
-            "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n\
-             [on-failure]\ndead-letter-topic = \"{dlq}\"\nbackoff-initial-ms = 60000\nbackoff-max-ms = 60000\n"
-        ),
+        &manifest(&input, &output, &group, &format!("[on-failure]\ndead-letter-topic = \"{dlq}\"\nbackoff-initial-ms = 60000\nbackoff-max-ms = 60000\n")),
     );
     let mut kp = Kp::run(plugins.path(), FAST_CLASSIC);
     kp.wait_for_log("retrying after a pause", Duration::from_secs(60));

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use support::{
-    FAST_CLASSIC, Kp, PluginDir, Read, Rec, brokers, committed, create_topic, log_end, produce,
-    read_all, unique,
+    FAST_CLASSIC, Kp, PluginDir, Read, Rec, brokers, committed, create_topic, log_end, manifest,
+    produce, read_all, unique,
 };
 
 /// `n` records over `keys` keys: value `v<i>` (every 10th a tombstone), headers `seq=<i>` and a
@@ -61,12 +61,6 @@ fn wait_for_records(topic: &str, n: i64, timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn manifest(input: &str, output: &str, group: &str, extra: &str) -> String {
-    format!(
-        "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n{extra}"
-    )
 }
 
 fn uppercase_end_to_end(protocol: &[&str], n: usize) {

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{
-    FAST_CLASSIC, Kp, PluginDir, Read, Rec, committed, create_topic, log_end, produce, read_all,
-    unique,
+    FAST_CLASSIC, Kp, PluginDir, Read, Rec, committed, create_topic, log_end, manifest, produce,
+    read_all, unique,
 };
 
 fn tag_module(tag: &str) -> Vec<u8> {
@@ -21,10 +21,6 @@ fn install(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.wasm.tmp"));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
-fn manifest(input: &str, output: &str, group: &str) -> String {
-    format!("input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n")
 }
 
 /// Produces `n` records (header `seq`) over `secs` seconds from a background thread.
@@ -127,7 +123,7 @@ fn start_tagger(prefix: &str, partitions: i32, log_filter: &str) -> Tagger {
     let plugins = PluginDir::new();
     std::fs::write(
         plugins.path().join("tagger.toml"),
-        manifest(&input, &output, &group),
+        manifest(&input, &output, &group, ""),
     )
     .unwrap();
     install(plugins.path(), "tagger", &tag_module("a"));
@@ -283,7 +279,7 @@ fn a_plugin_added_and_another_removed_mid_stream() {
     let plugins = PluginDir::new();
     std::fs::write(
         plugins.path().join("one.toml"),
-        manifest(&input, &out_one, &group_one),
+        manifest(&input, &out_one, &group_one, ""),
     )
     .unwrap();
     install(plugins.path(), "one", &tag_module("a"));
@@ -296,7 +292,7 @@ fn a_plugin_added_and_another_removed_mid_stream() {
 
     std::fs::write(
         plugins.path().join("two.toml"),
-        manifest(&input, &out_two, &group_two),
+        manifest(&input, &out_two, &group_two, ""),
     )
     .unwrap();
     install(plugins.path(), "two", &tag_module("b"));

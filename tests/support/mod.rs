@@ -71,6 +71,14 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A plugin manifest reading `input`, writing `output`, in consumer group `group`, followed by
+/// `extra` TOML (tables such as `[limits]` or `[on-failure]`).
+pub fn manifest(input: &str, output: &str, group: &str, extra: &str) -> String {
+    format!(
+        "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n{extra}"
+    )
+}
+
 /// A plugins folder for one test: copies of example modules with manifests written by the test.
 pub struct PluginDir {
     pub dir: tempfile::TempDir,
