@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{brokers, build_plugins, create_topics, env_num};
+use common::{BackgroundKp, brokers, build_plugins, create_topics, env_num};
 use kp::kafka::{CommitMode, KafkaSettings, RunOptions};
 use kp::runner::RunConfig;
 use kp::sandbox::{Allocation, SandboxConfig};
@@ -152,14 +152,7 @@ fn kp_run(
         watch: false,
         status_file: None,
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(kp::runner::run(config, async {
-                let _ = stop_rx.await;
-            }))
-    });
+    let running = BackgroundKp::start(config);
     let watcher: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", &group)
@@ -178,8 +171,7 @@ fn kp_run(
         std::thread::sleep(Duration::from_millis(20));
     }
     let rate = (n as i64 - first_count) as f64 / first.unwrap().elapsed().as_secs_f64();
-    let _ = stop_tx.send(());
-    let report = runner.join().unwrap().unwrap();
+    let report = running.stop();
     assert!(report.halts.is_empty(), "{:?}", report.halts);
     rate
 }

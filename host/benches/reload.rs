@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 
-use common::{brokers, build_plugins, create_topics, env_num};
+use common::{BackgroundKp, brokers, build_plugins, create_topics, env_num};
 use kp::kafka::{CommitMode, KafkaSettings, RunOptions};
 use kp::runner::RunConfig;
 use kp::sandbox::{Allocation, SandboxConfig};
@@ -86,14 +86,7 @@ fn main() {
         watch: true,
         status_file: None,
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(kp::runner::run(config, async {
-                let _ = stop_rx.await;
-            }))
-    });
+    let running = BackgroundKp::start(config);
 
     // A steady stream at `rate` messages/s.
     let streaming = Arc::new(AtomicBool::new(true));
@@ -139,8 +132,7 @@ fn main() {
     streaming.store(false, Ordering::Relaxed);
     producer_thread.join().unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let _ = stop_tx.send(());
-    runner.join().unwrap().unwrap();
+    running.stop();
 
     // Read every output back.
     let consumer: BaseConsumer = ClientConfig::new()

@@ -4,23 +4,12 @@
 //!
 //! `cargo bench --bench runtime` (builds the example plugins first).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kp::sandbox::{Allocation, LoadedPlugin, Message, PluginInstance, Sandbox, SandboxConfig};
+mod common;
 
-fn plugin_path() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = root.join("target/plugins/dist");
-    let status = Command::new(root.join("plugins/build.sh"))
-        .arg(&out)
-        .status()
-        .expect("plugins/build.sh");
-    assert!(status.success());
-    out.join("passthrough.wasm")
-}
+use kp::sandbox::{Allocation, LoadedPlugin, Message, PluginInstance, Sandbox, SandboxConfig};
 
 fn message() -> Message {
     Message {
@@ -54,7 +43,7 @@ fn fresh(plugin: &Arc<LoadedPlugin>, n: u32) -> Duration {
 }
 
 fn main() {
-    let path = plugin_path();
+    let path = common::build_plugins().join("passthrough.wasm");
     let cache = tempfile::tempdir().unwrap();
     let pooled = Sandbox::new(SandboxConfig {
         cache_dir: Some(cache.path().into()),

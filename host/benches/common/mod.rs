@@ -53,3 +53,29 @@ pub fn build_plugins() -> PathBuf {
     assert!(status.success(), "plugins/build.sh failed");
     dist
 }
+
+/// `kp::runner::run` on a thread of its own, until `stop`.
+pub struct BackgroundKp {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<anyhow::Result<kp::runner::RunReport>>,
+}
+
+impl BackgroundKp {
+    pub fn start(config: kp::runner::RunConfig) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(kp::runner::run(config, async {
+                    let _ = stopped.await;
+                }))
+        });
+        BackgroundKp { stop, thread }
+    }
+
+    /// Shuts kp down (drain, commit, leave) and returns its report.
+    pub fn stop(self) -> kp::runner::RunReport {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap().unwrap()
+    }
+}

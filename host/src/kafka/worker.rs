@@ -175,29 +175,27 @@ impl<C: ConsumerContext> PartitionWorker<C> {
     /// message then stays uncommitted and is handled again by whoever reads the partition next).
     fn handle(&self, instance: &mut PluginInstance, message: &Message) -> bool {
         let offset = message.offset;
-        let policy = instance.plugin().manifest.on_failure.clone();
         let mut attempt = 1;
         let outputs = loop {
-            match instance.handle(message) {
+            let failure = match instance.handle(message) {
                 Ok(outputs) => break outputs,
-                Err(failure)
-                    if failure.kind() == FailureKind::RetryLater
-                        && attempt < policy.max_attempts =>
-                {
-                    let pause = backoff(&policy, attempt);
-                    tracing::warn!(
-                        plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
-                        offset, attempt, pause_ms = pause.as_millis() as u64, "{failure}; retrying after a pause"
-                    );
-                    if !self.pause(pause) {
-                        return false; // stopping: the message stays uncommitted
-                    }
-                    attempt += 1;
-                }
-                Err(failure) => {
-                    return self.give_up(instance.plugin(), message, &failure, attempt, &policy);
-                }
+                Err(failure) => failure,
+            };
+            // The policy is read only on failure: nothing is cloned on the message path.
+            let plugin = instance.plugin();
+            let policy = &plugin.manifest.on_failure;
+            if failure.kind() != FailureKind::RetryLater || attempt >= policy.max_attempts {
+                return self.give_up(plugin, message, &failure, attempt, policy);
             }
+            let pause = backoff(policy, attempt);
+            tracing::warn!(
+                plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+                offset, attempt, pause_ms = pause.as_millis() as u64, "{failure}; retrying after a pause"
+            );
+            if !self.pause(pause) {
+                return false; // stopping: the message stays uncommitted
+            }
+            attempt += 1;
         };
         let default_topic = instance.plugin().manifest.output_topic.as_deref();
         if outputs.iter().any(|o| o.topic.is_none()) && default_topic.is_none() {
