@@ -180,6 +180,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    common::log_from_env();
     let plugins = build_plugins();
     let n = env_num("KP_BENCH_MESSAGES", 1_000_000);
     let strict_n = env_num("KP_BENCH_STRICT_MESSAGES", 5_000);

@@ -4,7 +4,8 @@
 //!
 //! `scripts/kafka.sh start && cargo bench --bench reload`
 //! Environment: KP_TEST_BROKERS (default 127.0.0.1:9092), KP_BENCH_RATE (messages/s, default 20000),
-//! KP_BENCH_SWAPS (default 6).
+//! KP_BENCH_SWAPS (default 6), KP_BENCH_INTERVAL_S (seconds between swaps, default 3),
+//! KP_BENCH_BIG_MODULE (a large component to swap with instead of tag-b).
 //!
 //! Times come from the output records' CreateTime, which kp's producer stamps when the handler
 //! returns (millisecond resolution).
@@ -50,11 +51,22 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    common::log_from_env();
     let dist = build_plugins();
     let tag_a = std::fs::read(dist.join("testing/tag-a.wasm")).unwrap();
-    let tag_b = std::fs::read(dist.join("testing/tag-b.wasm")).unwrap();
+    // KP_BENCH_BIG_MODULE: a large component (e.g. the Python twin in benches/tag-py, 18 MB) to
+    // swap with instead of tag-b; its outputs carry tag=py.
+    let (tag_b, b_tag) = match std::env::var("KP_BENCH_BIG_MODULE") {
+        Ok(path) => (std::fs::read(path).unwrap(), b'p'),
+        Err(_) => (
+            std::fs::read(dist.join("testing/tag-b.wasm")).unwrap(),
+            b'b',
+        ),
+    };
     let rate = env_num("KP_BENCH_RATE", 20_000) as u64;
     let swaps = env_num("KP_BENCH_SWAPS", 6);
+    // Seconds between swaps; a large module needs longer (its first load compiles it).
+    let interval = env_num("KP_BENCH_INTERVAL_S", 3) as u64;
 
     let id = now_ms();
     let (input, output) = (format!("reload-in-{id}"), format!("reload-out-{id}"));
@@ -122,12 +134,12 @@ fn main() {
     let mut renames = Vec::new();
     for i in 0..swaps {
         let (bytes, tag) = if i % 2 == 0 {
-            (&tag_b, b'b')
+            (&tag_b, b_tag)
         } else {
             (&tag_a, b'a')
         };
         renames.push((install(dir.path(), bytes), tag));
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(interval));
     }
     streaming.store(false, Ordering::Relaxed);
     producer_thread.join().unwrap();
@@ -166,7 +178,8 @@ fn main() {
     outs.sort_by_key(|o| (o.partition, o.at));
 
     println!(
-        "kp reload benchmark: Rust tag-a/tag-b ({} bytes), steady stream of {rate} msg/s over 3 partitions, {} outputs",
+        "kp reload benchmark: tag-a ({} bytes) swapped with a {} byte module, steady stream of {rate} msg/s over 3 partitions, {} outputs",
+        tag_a.len(),
         tag_b.len(),
         outs.len()
     );

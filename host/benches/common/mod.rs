@@ -79,3 +79,13 @@ impl BackgroundKp {
         self.thread.join().unwrap().unwrap()
     }
 }
+
+/// Sends kp's log to stderr when `KP_LOG` is set (e.g. `KP_LOG=warn`).
+pub fn log_from_env() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("KP_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
