@@ -286,15 +286,24 @@ pub fn log_end(topic: &str) -> BTreeMap<i32, i64> {
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     parts
         .into_iter()
-        .map(|p| {
-            (
-                p,
-                c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1,
-            )
-        })
+        .map(|p| (p, watermark(&c, topic, p)))
         .collect()
+}
+
+/// The high watermark of one partition, retrying while leadership settles (a topic just created
+/// can answer "not leader for partition" for a moment).
+fn watermark(c: &BaseConsumer, topic: &str, partition: i32) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return high,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("watermark of {topic}/{partition}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("watermark of {topic}/{partition}: {e}"),
+        }
+    }
 }
 
 /// The committed offsets of `group` on `topic` (partitions without a commit are left out).
@@ -309,7 +318,19 @@ pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
     for p in ends.keys() {
         tpl.add_partition(topic, *p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        // The group coordinator may be loading or moving for a moment: retry.
+        match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets of {group}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets of {group}: {e}"),
+        }
+    };
+    drop(tpl);
     let out = got
         .elements()
         .iter()
