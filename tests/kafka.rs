@@ -4,11 +4,11 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{
     FAST_CLASSIC, Kp, PluginDir, Read, Rec, brokers, committed, create_topic, log_end, manifest,
-    produce, read_all, unique,
+    produce, read_all, unique, wait_for_records,
 };
 
 /// `n` records over `keys` keys: value `v<i>` (every 10th a tombstone), headers `seq=<i>` and a
@@ -49,18 +49,6 @@ fn tally(outputs: &[Read], n: usize) -> (Vec<usize>, usize) {
 
 fn total(offsets: &BTreeMap<i32, i64>) -> i64 {
     offsets.values().sum()
-}
-
-/// Waits until `topic` holds at least `n` records.
-fn wait_for_records(topic: &str, n: i64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while total(&log_end(topic)) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{topic} never reached {n} records"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn uppercase_end_to_end(protocol: &[&str], n: usize) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     FAST_CLASSIC, Kp, PluginDir, Read, Rec, committed, create_topic, log_end, manifest, produce,
-    read_all, unique,
+    read_all, unique, wait_for_records,
 };
 
 fn tag_module(tag: &str) -> Vec<u8> {
@@ -155,9 +155,7 @@ fn ten_swaps_under_a_continuous_stream_hand_each_message_to_exactly_one_version(
         ..
     } = start_tagger("swap", 3, "info");
     let producer = stream(&input, n, 12.0);
-    wait_until("first outputs", Duration::from_secs(60), || {
-        log_end(&output).values().sum::<i64>() > 0
-    });
+    wait_for_records(&output, 1, Duration::from_secs(60));
     let swaps = 10;
     for i in 0..swaps {
         std::thread::sleep(Duration::from_millis(800));
@@ -214,9 +212,7 @@ fn a_broken_module_never_replaces_a_good_one_and_the_fix_is_picked_up() {
         kp,
     } = start_tagger("broken", 2, "info");
     let producer = stream(&input, n, 8.0);
-    wait_until("first outputs", Duration::from_secs(60), || {
-        log_end(&output).values().sum::<i64>() > 0
-    });
+    wait_for_records(&output, 1, Duration::from_secs(60));
     let good = status(&status_file)["plugins"]["tagger"]["version"].clone();
     assert!(good.is_string(), "{}", status(&status_file));
 
@@ -237,9 +233,7 @@ fn a_broken_module_never_replaces_a_good_one_and_the_fix_is_picked_up() {
         "the good version still runs: {s}"
     );
     let before = log_end(&output).values().sum::<i64>();
-    wait_until("outputs to keep flowing", Duration::from_secs(30), || {
-        log_end(&output).values().sum::<i64>() > before + 500
-    });
+    wait_for_records(&output, before + 501, Duration::from_secs(30));
 
     install(plugins.path(), "tagger", &tag_module("b"));
     wait_until("the fix in the status", Duration::from_secs(30), || {
@@ -286,9 +280,7 @@ fn a_plugin_added_and_another_removed_mid_stream() {
     let mut kp = Kp::run(plugins.path(), FAST_CLASSIC);
     kp.wait_for_log("partitions assigned", Duration::from_secs(60));
     let producer = stream(&input, n, 8.0);
-    wait_until("first outputs", Duration::from_secs(60), || {
-        log_end(&out_one).values().sum::<i64>() > 1000
-    });
+    wait_for_records(&out_one, 1001, Duration::from_secs(60));
 
     std::fs::write(
         plugins.path().join("two.toml"),
@@ -296,9 +288,7 @@ fn a_plugin_added_and_another_removed_mid_stream() {
     )
     .unwrap();
     install(plugins.path(), "two", &tag_module("b"));
-    wait_until("plugin two to produce", Duration::from_secs(60), || {
-        log_end(&out_two).values().sum::<i64>() > 0
-    });
+    wait_for_records(&out_two, 1, Duration::from_secs(60));
     std::fs::remove_file(plugins.path().join("one.wasm")).unwrap();
     kp.wait_for_log("left the group plugin=\"one\"", Duration::from_secs(60));
     let stopped_one = log_end(&out_one);

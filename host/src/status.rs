@@ -74,14 +74,6 @@ impl StatusBoard {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<PluginStatus> {
-        self.plugins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-    }
-
     pub fn all(&self) -> BTreeMap<String, PluginStatus> {
         self.plugins
             .lock()

@@ -343,6 +343,18 @@ pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
     out
 }
 
+/// Waits until `topic` holds at least `n` records (over all partitions).
+pub fn wait_for_records(topic: &str, n: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while log_end(topic).values().sum::<i64>() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never reached {n} records"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until `group`'s committed offsets on `topic` equal the log-end offsets.
 pub fn wait_committed_to_end(group: &str, topic: &str, timeout: Duration) -> BTreeMap<i32, i64> {
     let deadline = Instant::now() + timeout;

@@ -259,7 +259,6 @@ impl PluginContext {
 
 /// A running plugin consumer.
 pub struct PluginConsumer {
-    pub name: Arc<str>,
     /// Tells the polling thread to drain and leave.
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -314,7 +313,6 @@ impl PluginConsumer {
             .context("starting the consumer thread")?;
         tracing::info!(plugin = %name, version = %first.version(), group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
         Ok(PluginConsumer {
-            name,
             stop,
             thread: Some(thread),
         })

@@ -82,12 +82,4 @@ impl Sandbox {
             _ticker,
         })
     }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    pub fn cache(&self) -> Option<&ArtifactCache> {
-        self.cache.as_ref()
-    }
 }

@@ -51,14 +51,6 @@ impl HandlerFailure {
             HandlerFailure::InitFailed(_) => FailureKind::InitFailed,
         }
     }
-
-    /// True when the instance that failed cannot be entered again.
-    pub fn kills_instance(&self) -> bool {
-        !matches!(
-            self,
-            HandlerFailure::RetryLater(_) | HandlerFailure::BadMessage(_)
-        )
-    }
 }
 
 impl From<HandlerError> for HandlerFailure {
