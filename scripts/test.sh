@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Runs every kp test: unit tests, the sandbox and CLI tests, and the end-to-end tests against a
-# real Apache Kafka broker. Works on a fresh machine: it adds the wasm32-wasip2 target, fetches and
-# starts Kafka (scripts/kafka.sh) if none is running, and stops the broker again if it started it.
+# Runs every kp test: unit tests, the sandbox and CLI tests, the guest-language tests, and the
+# end-to-end tests against a real Apache Kafka broker. Works on a fresh machine: it installs the
+# guest toolchains (scripts/toolchains.sh: wasm32-wasip2, clang + wasi-libc, componentize-js,
+# componentize-py), fetches and starts Kafka (scripts/kafka.sh) if none is running, and stops the
+# broker again if it started it.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test sandbox`).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-  rustup target add wasm32-wasip2
-fi
+scripts/toolchains.sh
 
 started_kafka=0
 if ! scripts/kafka.sh status; then

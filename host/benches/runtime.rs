@@ -7,33 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{message, per_iteration};
+
 mod common;
 
-use kp::sandbox::{Allocation, LoadedPlugin, Message, PluginInstance, Sandbox, SandboxConfig};
-
-fn message() -> Message {
-    Message {
-        topic: "bench".into(),
-        partition: 0,
-        offset: 0,
-        timestamp: None,
-        key: Some(b"key-000001".to_vec()),
-        value: Some(vec![b'x'; 100]),
-        headers: vec![],
-    }
-}
-
-/// Runs `f` `n` times (after a warm-up of n/10) and returns the mean time per run.
-fn per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed() / n
-}
+use kp::sandbox::{Allocation, LoadedPlugin, PluginInstance, Sandbox, SandboxConfig};
 
 fn fresh(plugin: &Arc<LoadedPlugin>, n: u32) -> Duration {
     per_iteration(n, || {

@@ -10,6 +10,7 @@
 //! - [`registry`]: the running plugins, kept in line with the plugins folder (**hot reload**);
 //!   [`watcher`]: notices file changes; [`status`]: what an operator sees.
 //! - [`config`]: the optional config file.
+//! - [`guest`]: tools for handler authors: `kp new` (scaffolds) and `kp componentize`.
 //!
 //! `main.rs` only parses the command line and calls into these.
 
@@ -18,6 +19,7 @@
 pub mod check;
 pub mod config;
 pub mod dev;
+pub mod guest;
 pub mod kafka;
 pub mod manifest;
 pub mod registry;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
 use kp::config::{FileConfig, property_strings};
+use kp::guest::scaffold::{Language, NewProject};
 use kp::kafka::settings::parse_property;
 use kp::kafka::{CommitMode, GroupProtocol, KafkaSettings, RunOptions};
 use kp::runner::{RunConfig, RunReport};
@@ -60,6 +61,28 @@ enum Command {
         input: String,
         #[command(flatten)]
         cache: CacheArgs,
+    },
+    /// Create a handler project that builds as it is: NAME/ with its source, manifest and build.sh.
+    New {
+        /// The plugin's name (lowercase letters, digits, '-'): NAME.wasm, NAME.toml, default topics.
+        name: String,
+        /// The handler's language.
+        #[arg(long, value_enum)]
+        lang: Language,
+        /// Where to create the project [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// kp's guest-sdk folder, for Rust projects [default: the one kp was built from].
+        #[arg(long, env = "KP_SDK_DIR")]
+        sdk: Option<PathBuf>,
+    },
+    /// Turn a core module built for WASI preview 1 (e.g. C with wasi-libc) into a kp component.
+    Componentize {
+        /// The core module (.wasm) exporting kp's handler functions.
+        core_module: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -254,6 +277,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let sandbox = one_shot_sandbox(&cache)?;
             let report = kp::check::check(&sandbox, &file)?;
             print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let build = kp::guest::scaffold::create(&NewProject {
+                name: &name,
+                language: lang,
+                dir: &dir,
+                sdk: sdk.as_deref(),
+            })?;
+            println!("created {}; build it with {build}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Componentize {
+            core_module,
+            output,
+        } => {
+            let core = std::fs::read(&core_module)
+                .with_context(|| format!("reading {}", core_module.display()))?;
+            let component = kp::guest::componentize::componentize(&core)
+                .with_context(|| format!("componentizing {}", core_module.display()))?;
+            // Write then rename, so a kp watching the output's folder never sees half a module.
+            let tmp = output.with_extension("wasm.tmp");
+            std::fs::write(&tmp, &component)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &output)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("wrote {} ({} bytes)", output.display(), component.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

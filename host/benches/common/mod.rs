@@ -1,11 +1,11 @@
-//! What the Kafka benchmarks share: the broker address, numeric settings from the environment,
-//! topic creation, and building the example plugins.
+//! What the benchmarks share: the broker address, numeric settings from the environment, topic
+//! creation, building the example plugins, the benchmark message and a timing loop.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -78,6 +78,31 @@ impl BackgroundKp {
         let _ = self.stop.send(());
         self.thread.join().unwrap().unwrap()
     }
+}
+
+/// The benchmarks' message: a 100-byte value and a 10-byte key.
+pub fn message() -> kp::sandbox::Message {
+    kp::sandbox::Message {
+        topic: "bench".into(),
+        partition: 0,
+        offset: 0,
+        timestamp: None,
+        key: Some(b"key-000001".to_vec()),
+        value: Some(vec![b'x'; 100]),
+        headers: vec![],
+    }
+}
+
+/// Runs `f` `n` times (after a warm-up of n/10) and returns the mean time per run.
+pub fn per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed() / n
 }
 
 /// Sends kp's log to stderr when `KP_LOG` is set (e.g. `KP_LOG=warn`).

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the guest toolchains the tests build with, on a fresh machine:
+#   Rust:       the wasm32-wasip2 target (rustup)
+#   C:          clang, lld, wasi-libc, libclang-rt-dev-wasm32 (Debian packages; needs root or sudo)
+#   JavaScript: componentize-js into guest-sdk/js/node_modules (npm ci, from package-lock.json)
+#   Python:     componentize-py into guest-sdk/python/.venv (pip, from requirements.txt)
+# Idempotent: what is there already is left alone.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+
+if ! command -v clang >/dev/null || ! command -v wasm-ld >/dev/null || [ ! -f /usr/include/wasm32-wasi/stdio.h ]; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
+  echo "toolchains.sh: installing clang, lld and wasi-libc (Debian packages)" >&2
+  $sudo apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null; }
+fi
+
+if [ ! -d "$root/guest-sdk/js/node_modules/@bytecodealliance/componentize-js" ]; then
+  echo "toolchains.sh: installing componentize-js" >&2
+  (cd "$root/guest-sdk/js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -x "$root/guest-sdk/python/.venv/bin/componentize-py" ]; then
+  echo "toolchains.sh: installing componentize-py" >&2
+  python3 -m venv "$root/guest-sdk/python/.venv"
+  "$root/guest-sdk/python/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/guest-sdk/python/requirements.txt"
+fi

@@ -1,0 +1,450 @@
+//! Handlers in every supported language: the JavaScript, Python and C examples are built from
+//! source by their SDKs' build scripts (which install componentize-js / componentize-py on first
+//! use; C needs clang and wasi-libc, see scripts/toolchains.sh), checked, replayed, and run by
+//! `kp run` on the real broker. `kp new` projects in every language build as they are and run.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{
+    Kp, Rec, cache_dir, committed, create_topic, kp_bin, log_end, produce, read_all, repo_root,
+    unique,
+};
+
+/// The JavaScript, Python and C examples, built once per test run into their own folder.
+fn language_dist() -> &'static Path {
+    static DIST: OnceLock<PathBuf> = OnceLock::new();
+    DIST.get_or_init(|| {
+        let out = repo_root().join("target/plugins/dist-languages");
+        run_ok(
+            Command::new(repo_root().join("plugins/build.sh"))
+                .args(["--lang", "c,js,python"])
+                .arg(&out)
+                .env("KP", kp_bin()),
+            "plugins/build.sh --lang c,js,python (scripts/toolchains.sh installs what it needs)",
+        );
+        out
+    })
+}
+
+/// Runs a command; panics with its output when it fails.
+fn run_ok(command: &mut Command, what: &str) -> String {
+    let out = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn kp_check(module: &Path) -> String {
+    run_ok(
+        Command::new(kp_bin())
+            .arg("check")
+            .arg(module)
+            .arg("--cache-dir")
+            .arg(cache_dir()),
+        &format!("kp check {}", module.display()),
+    )
+}
+
+/// `kp replay` over JSON lines; one JSON value per input line.
+fn replay(module: &Path, lines: &[Value]) -> Vec<Value> {
+    let input = tempfile::NamedTempFile::new().unwrap();
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(input.path(), text).unwrap();
+    let stdout = run_ok(
+        Command::new(kp_bin())
+            .args(["replay", "--plugin"])
+            .arg(module)
+            .arg("--input")
+            .arg(input.path())
+            .arg("--cache-dir")
+            .arg(cache_dir()),
+        &format!("kp replay {}", module.display()),
+    );
+    let results: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        results.len(),
+        lines.len(),
+        "one result per input:\n{stdout}"
+    );
+    results
+}
+
+fn value_json(output: &Value) -> Value {
+    serde_json::from_str(output["value"].as_str().expect("a text value")).expect("a JSON value")
+}
+
+fn error_kind(result: &Value) -> &str {
+    result["error"]["kind"].as_str().unwrap_or("none")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The examples, without Kafka
+
+#[test]
+fn js_order_router_enriches_routes_and_refuses_bad_orders() {
+    let module = language_dist().join("order-router.wasm");
+    assert!(kp_check(&module).contains("kp:plugin/handler-world@0.1.0"));
+    let order =
+        json!({"id": "o-1", "country": "de", "items": [{"sku": "a", "qty": 2, "price": 9.5}]});
+    let big =
+        json!({"id": "o-2", "country": "BR", "items": [{"sku": "b", "qty": 3, "price": 500}]});
+    let results = replay(
+        &module,
+        &[
+            json!({"key": "x", "value": order.to_string(), "headers": [{"name": "trace", "value": "t1"}]}),
+            json!({"value": big.to_string()}),
+            json!({"value": "not json"}),
+            json!({"value": json!({"id": "o-3", "items": []}).to_string()}),
+            json!({"value": null}),
+        ],
+    );
+    let first = &results[0]["outputs"];
+    assert_eq!(first.as_array().unwrap().len(), 1);
+    assert_eq!(first[0]["topic"], "orders-eu");
+    assert_eq!(first[0]["key"], "o-1");
+    assert_eq!(value_json(&first[0])["total"].as_f64(), Some(19.0));
+    assert_eq!(value_json(&first[0])["region"], "eu");
+    assert_eq!(
+        first[0]["headers"],
+        json!([{"name": "trace", "value": "t1"}, {"name": "routed-by", "value": "order-router.js"}])
+    );
+    // 1500 >= large-order (1000): the order goes to its region and to orders-large.
+    let second = results[1]["outputs"].as_array().unwrap();
+    let topics: Vec<&str> = second
+        .iter()
+        .map(|o| o["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["orders-other", "orders-large"]);
+    assert_eq!(value_json(&second[0])["total"].as_f64(), Some(1500.0));
+    for refused in &results[2..] {
+        assert_eq!(error_kind(refused), "bad-message", "{refused}");
+    }
+    assert!(
+        results[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("o-3 has no items")
+    );
+}
+
+#[test]
+fn python_redact_drops_masks_and_filters() {
+    let module = language_dist().join("redact.wasm");
+    assert!(kp_check(&module).contains("kp:plugin/handler-world@0.1.0"));
+    let event = json!({"user": "u1", "email": "ada@example.com", "password": "x", "action": "login",
+                       "profile": {"phone": "+4912345", "ssn": "1"}});
+    let results = replay(
+        &module,
+        &[
+            json!({"key": "k", "value": event.to_string(), "headers": [{"name": "h", "value": "v"}]}),
+            json!({"value": json!({"user": "u2", "action": "heartbeat"}).to_string()}),
+            json!({"value": "[1, 2]"}),
+            json!({"value": "nope"}),
+        ],
+    );
+    let out = &results[0]["outputs"][0];
+    assert_eq!(out["topic"], "user-events-clean");
+    assert_eq!(out["key"], "u1");
+    assert_eq!(
+        value_json(out),
+        json!({"user": "u1", "email": "a***@example.com", "action": "login", "profile": {"phone": "+***"}})
+    );
+    assert_eq!(
+        out["headers"],
+        json!([{"name": "h", "value": "v"}, {"name": "redacted", "value": "email,password,phone,ssn"}])
+    );
+    assert_eq!(
+        results[1]["outputs"],
+        json!([]),
+        "heartbeats are filtered out"
+    );
+    assert_eq!(error_kind(&results[2]), "bad-message");
+    assert_eq!(error_kind(&results[3]), "bad-message");
+}
+
+#[test]
+fn c_metrics_converts_lines_raises_alerts_and_refuses_garbage() {
+    let module = language_dist().join("metrics.wasm");
+    assert!(kp_check(&module).contains("kp:plugin/handler-world@0.1.0"));
+    let results = replay(
+        &module,
+        &[
+            json!({"value": "servers.web1.cpu 93.5 1700000000\n", "headers": [{"name": "h", "value": "v"}]}),
+            json!({"value": "a.b 1 2"}),
+            json!({"value": "bad line"}),
+            json!({"value": null}),
+            json!({"value": "x 1e999 5"}),
+            json!({"value": {"base64": "YQBiIDEgMg=="}}),
+        ],
+    );
+    let first = results[0]["outputs"].as_array().unwrap();
+    assert_eq!(first.len(), 2, "93.5 >= 90 raises an alert");
+    assert_eq!(first[0]["topic"], "metrics-json");
+    assert_eq!(first[0]["key"], "servers.web1.cpu");
+    assert_eq!(
+        value_json(&first[0]),
+        json!({"metric": "servers.web1.cpu", "value": 93.5, "timestamp": 1700000000})
+    );
+    assert_eq!(first[0]["headers"], json!([{"name": "h", "value": "v"}]));
+    assert_eq!(first[1]["topic"], "metrics-alerts");
+    assert_eq!(
+        first[1]["headers"],
+        json!([{"name": "alert", "value": "threshold"}])
+    );
+    assert_eq!(
+        results[1]["outputs"].as_array().unwrap().len(),
+        1,
+        "1 < 90: no alert"
+    );
+    assert_eq!(error_kind(&results[2]), "bad-message");
+    assert_eq!(results[3]["outputs"], json!([]), "tombstones are dropped");
+    assert_eq!(error_kind(&results[4]), "bad-message");
+    assert_eq!(
+        error_kind(&results[5]),
+        "bad-message",
+        "a NUL byte is refused"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The examples on the real broker
+
+/// Copies an example into `dir` with its manifest's topics (and group) renamed for this test.
+fn add_example(dir: &Path, name: &str, renames: &[(&str, &str)], group: &str) {
+    std::fs::copy(
+        language_dist().join(format!("{name}.wasm")),
+        dir.join(format!("{name}.wasm")),
+    )
+    .unwrap();
+    let mut manifest =
+        std::fs::read_to_string(language_dist().join(format!("{name}.toml"))).unwrap();
+    for (from, to) in renames {
+        manifest = manifest.replace(&format!("\"{from}"), &format!("\"{to}"));
+    }
+    manifest = format!("group-id = \"{group}\"\n{manifest}");
+    std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
+}
+
+#[test]
+fn js_python_and_c_examples_run_side_by_side_on_the_real_broker() {
+    let t = unique("lang");
+    let orders = format!("{t}-orders");
+    let prefix = format!("{t}-orders-");
+    let events = format!("{t}-events");
+    let clean = format!("{t}-events-clean");
+    let lines = format!("{t}-lines");
+    let metrics = format!("{t}-metrics");
+    let alerts = format!("{t}-alerts");
+    for topic in [&orders, &events, &lines] {
+        create_topic(topic, 3);
+    }
+    for region in ["eu", "us", "apac", "other", "large"] {
+        create_topic(&format!("{prefix}{region}"), 1);
+    }
+    for topic in [&clean, &metrics, &alerts] {
+        create_topic(topic, 1);
+    }
+
+    let plugins = tempfile::tempdir().unwrap();
+    add_example(
+        plugins.path(),
+        "order-router",
+        &[("orders\"", &format!("{orders}\"")), ("orders-", &prefix)],
+        &format!("{t}-js"),
+    );
+    add_example(
+        plugins.path(),
+        "redact",
+        &[("user-events-clean", &clean), ("user-events", &events)],
+        &format!("{t}-py"),
+    );
+    add_example(
+        plugins.path(),
+        "metrics",
+        &[
+            ("metrics-plaintext", &lines),
+            ("metrics-json", &metrics),
+            ("metrics-alerts", &alerts),
+        ],
+        &format!("{t}-c"),
+    );
+
+    const N: usize = 300;
+    let countries = ["DE", "US", "JP", "BR"];
+    let order_recs: Vec<Rec> = (0..N)
+        .map(|i| {
+            let order = json!({"id": format!("o{i}"), "country": countries[i % 4],
+                               "items": [{"sku": "s", "qty": 1 + i % 3, "price": 10.25}]});
+            Rec::kv(&format!("o{i}"), &order.to_string()).header("seq", i.to_string())
+        })
+        .collect();
+    let event_recs: Vec<Rec> = (0..N)
+        .map(|i| {
+            let action = if i % 5 == 0 { "heartbeat" } else { "click" };
+            let event = json!({"user": format!("u{i}"), "email": format!("user{i}@example.com"),
+                               "password": "secret", "action": action});
+            Rec::kv(&format!("u{i}"), &event.to_string())
+        })
+        .collect();
+    let line_recs: Vec<Rec> = (0..N)
+        .map(|i| {
+            Rec::kv(
+                &format!("m{}", i % 7),
+                &format!("host{}.load {} {}", i % 7, i % 100, 1_700_000_000 + i),
+            )
+        })
+        .collect();
+    produce(&orders, &order_recs);
+    produce(&events, &event_recs);
+    produce(&lines, &line_recs);
+
+    let kp = Kp::run(plugins.path(), &[]);
+    let timeout = Duration::from_secs(120);
+
+    // JavaScript: every order lands once in its region's topic, with its total.
+    let eu = read_all(&format!("{prefix}eu"), N / 4, timeout);
+    let us = read_all(&format!("{prefix}us"), N / 4, timeout);
+    let apac = read_all(&format!("{prefix}apac"), N / 4, timeout);
+    let other = read_all(&format!("{prefix}other"), N / 4, timeout);
+    let mut ids: Vec<String> = [&eu, &us, &apac, &other]
+        .iter()
+        .flat_map(|rs| rs.iter())
+        .map(|r| {
+            let order: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+            let i: usize = order["id"].as_str().unwrap()[1..].parse().unwrap();
+            assert_eq!(
+                order["total"].as_f64(),
+                Some((1 + i % 3) as f64 * 10.25),
+                "{order}"
+            );
+            assert_eq!(
+                r.header_str("seq"),
+                Some(i.to_string().as_str()),
+                "headers kept"
+            );
+            order["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N, "every order exactly once");
+
+    // Python: heartbeats filtered, the rest redacted.
+    let cleaned = read_all(&clean, N - N / 5, timeout);
+    for r in &cleaned {
+        let event: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        assert!(event.get("password").is_none(), "{event}");
+        assert!(
+            event["email"].as_str().unwrap().starts_with("u***@"),
+            "{event}"
+        );
+        assert_eq!(
+            r.key.as_deref(),
+            Some(event["user"].as_str().unwrap().as_bytes())
+        );
+    }
+
+    // C: every line converted; values >= 90 also alerted.
+    let converted = read_all(&metrics, N, timeout);
+    assert!(converted.iter().all(|r| {
+        let m: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        m["metric"].as_str().unwrap().starts_with("host")
+            && m["timestamp"].as_i64().unwrap() >= 1_700_000_000
+    }));
+    let expected_alerts = (0..N).filter(|i| i % 100 >= 90).count();
+    read_all(&alerts, expected_alerts, timeout);
+
+    // Everything handled is committed.
+    for (group, topic) in [("js", &orders), ("py", &events), ("c", &lines)] {
+        let group = format!("{t}-{group}");
+        support::wait_committed_to_end(&group, topic, timeout);
+        assert_eq!(committed(&group, topic), log_end(topic));
+    }
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// kp new
+
+#[test]
+fn kp_new_projects_build_as_they_are_in_every_language() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in ["c", "python", "js", "rust"] {
+        let name = format!("hello-{lang}");
+        let project = dir.path().join(&name);
+        run_ok(
+            Command::new(kp_bin())
+                .args(["new", &name, "--lang", lang, "--dir"])
+                .arg(&project),
+            &format!("kp new {name} --lang {lang}"),
+        );
+        // Rust projects share the guests' target folder so kp-guest is compiled once per run.
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"))
+            .join("plugins");
+        run_ok(
+            Command::new(project.join("build.sh"))
+                .env("KP", kp_bin())
+                .env("CARGO_TARGET_DIR", target),
+            &format!("building the {lang} project"),
+        );
+        let module = project.join(format!("{name}.wasm"));
+        assert!(kp_check(&module).contains(&format!("plugin:   {name}")));
+        let results = replay(
+            &module,
+            &[
+                json!({"key": "k", "value": "hello", "headers": [{"name": "a", "value": "b"}]}),
+                json!({"key": "k", "value": null}),
+            ],
+        );
+        let out = &results[0]["outputs"][0];
+        assert_eq!(out["topic"], format!("{name}-out"), "{lang}");
+        assert_eq!(out["key"], "k", "{lang}");
+        assert_eq!(out["value"], "hello", "{lang}");
+        assert_eq!(
+            out["headers"],
+            json!([{"name": "a", "value": "b"}, {"name": "handled-by", "value": name}]),
+            "{lang}"
+        );
+        assert_eq!(
+            error_kind(&results[1]),
+            "bad-message",
+            "{lang}: {}",
+            results[1]
+        );
+    }
+}
+
+#[test]
+fn the_committed_c_bindings_match_the_wit() {
+    use sha2::{Digest, Sha256};
+    let wit = std::fs::read(repo_root().join("wit/kp.wit")).unwrap();
+    let recorded =
+        std::fs::read_to_string(repo_root().join("guest-sdk/c/bindings/WIT_SHA256")).unwrap();
+    assert_eq!(
+        recorded.trim(),
+        hex::encode(Sha256::digest(&wit)),
+        "wit/kp.wit changed: regenerate the C bindings with \
+         `cargo run --manifest-path guest-sdk/c/bindgen/Cargo.toml`"
+    );
+}
