@@ -1,4 +1,5 @@
-//! The `kp` command line without Kafka: `kp check`, `kp replay`, `kp --help`.
+//! The `kp` command line without Kafka: `kp check`, `kp replay`, `kp new`, `kp componentize`,
+//! `kp --help`.
 
 mod support;
 
@@ -36,7 +37,7 @@ fn help_lists_every_subcommand() {
     let out = Command::new(kp_bin()).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["run", "dev", "check", "replay"] {
+    for sub in ["run", "dev", "check", "replay", "new", "componentize"] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(sub)),
             "{sub} missing from:\n{help}"
@@ -155,4 +156,54 @@ fn replay_reads_a_file() {
     );
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("\"ABC\""));
+}
+
+#[test]
+fn new_and_componentize_refuse_bad_input_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("x");
+    let bad_name = Command::new(kp_bin())
+        .args(["new", "Bad_Name", "--lang", "c", "--dir"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(!bad_name.status.success());
+    assert!(
+        text(&bad_name.stderr).contains("lowercase letters"),
+        "{}",
+        text(&bad_name.stderr)
+    );
+    assert!(!project.exists(), "nothing is written for a refused name");
+
+    let not_wasm = dir.path().join("notes.txt");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let out = dir.path().join("out.wasm");
+    let refused = Command::new(kp_bin())
+        .arg("componentize")
+        .arg(&not_wasm)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("notes.txt") && stderr.contains("not a WebAssembly core module"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    // A component is not a core module: componentize says to check it instead.
+    let already = Command::new(kp_bin())
+        .arg("componentize")
+        .arg(module("uppercase"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        text(&already.stderr).contains("already a component"),
+        "{}",
+        text(&already.stderr)
+    );
 }
