@@ -1,6 +1,9 @@
 //! Throughput on a real Kafka broker, in one run, on the same broker: plain rdkafka consumption
 //! that stores each offset (no handler) as the baseline; kp with the Rust passthrough plugin in
 //! the default (eager) commit mode; kp in strict mode (a synchronous commit per message).
+//! Two reference rows split kp's cost: plain rdkafka on one thread that also produces a copy of
+//! each message (no handler), and kp with the filter plugin set to drop everything (the handler
+//! and the commit rule, without producing).
 //!
 //! `scripts/kafka.sh start && cargo bench --bench kafka`
 //! Environment: KP_TEST_BROKERS (default 127.0.0.1:9092), KP_BENCH_MESSAGES (default 1000000),
@@ -57,11 +60,17 @@ fn produce(topic: &str, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Baseline: poll and store each offset, no handler, no output.
-fn baseline(topic: &str, n: usize) -> f64 {
+/// Polls `n` messages of `topic` in a new group, calls `each` on every one and stores its
+/// offset. Returns when the first message arrived.
+fn consume(
+    topic: &str,
+    n: usize,
+    group: &str,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Instant {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
-        .set("group.id", unique("bench-baseline"))
+        .set("group.id", unique(group))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.offset.store", "false")
         .create()
@@ -72,12 +81,45 @@ fn baseline(topic: &str, n: usize) -> f64 {
     while seen < n {
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m.unwrap();
+            each(&m);
             consumer.store_offset_from_message(&m).unwrap();
             start.get_or_insert_with(Instant::now);
             seen += 1;
         }
     }
-    (n - 1) as f64 / start.unwrap().elapsed().as_secs_f64()
+    start.unwrap()
+}
+
+/// Baseline: poll and store each offset, no handler, no output.
+fn baseline(topic: &str, n: usize) -> f64 {
+    let start = consume(topic, n, "bench-baseline", |_| {});
+    (n - 1) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Reference: one thread polls, produces a copy of each message to `output` and stores its
+/// offset (at once, not after delivery: a weaker guarantee than kp's); no handler. Timed until
+/// every copy is acknowledged.
+fn consume_produce(input: &str, output: &str, n: usize) -> f64 {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let start = consume(input, n, "bench-reference", |m| {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(output);
+        if let Some(key) = rdkafka::Message::key(m) {
+            record = record.key(key);
+        }
+        if let Some(value) = rdkafka::Message::payload(m) {
+            record = record.payload(value);
+        }
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    producer.flush(Duration::from_secs(300)).unwrap();
+    (n - 1) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
@@ -103,6 +145,7 @@ fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
 /// kp with the passthrough plugin: time from the first committed offset to the last.
 fn kp_run(
     plugins: &Path,
+    module: &str,
     input: &str,
     output: &str,
     partitions: i32,
@@ -111,8 +154,6 @@ fn kp_run(
 ) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let group = unique("bench-kp");
-    // KP_BENCH_PLUGIN=filter runs a handler that produces nothing (isolates consuming from producing).
-    let module = std::env::var("KP_BENCH_PLUGIN").unwrap_or_else(|_| "passthrough".into());
     std::fs::copy(
         plugins.join(format!("{module}.wasm")),
         dir.path().join("pass.wasm"),
@@ -196,40 +237,62 @@ fn main() {
     println!("  producing the input                     {produced:>12.0} msg/s");
     produce(&strict_in, strict_n);
 
-    // KP_BENCH_ONLY=eager (for profiling) skips the other two.
+    // KP_BENCH_ONLY=baseline|reference|eager|filter|strict (for profiling) runs only that one.
     let only = std::env::var("KP_BENCH_ONLY").ok();
-    let wanted = |m: &str| only.as_deref().is_none_or(|o| o == m);
-    let base = if wanted("baseline") {
-        baseline(&input, n)
-    } else {
-        f64::NAN
+    // Runs `f` when the run `name` is wanted, else NaN (an empty row).
+    let measure = |name: &str, f: &dyn Fn() -> f64| {
+        if only.as_deref().is_none_or(|o| o == name) {
+            f()
+        } else {
+            f64::NAN
+        }
     };
-    let eager = if wanted("eager") {
-        kp_run(&plugins, &input, &output, partitions, n, CommitMode::Eager)
-    } else {
-        f64::NAN
-    };
-    let strict = if wanted("strict") {
+    let reference_out = unique("bench-reference-out");
+    create_topics(&[&reference_out], partitions);
+    let eager_on = |module: &str| {
         kp_run(
             &plugins,
+            module,
+            &input,
+            &output,
+            partitions,
+            n,
+            CommitMode::Eager,
+        )
+    };
+    let base = measure("baseline", &|| baseline(&input, n));
+    let reference = measure("reference", &|| consume_produce(&input, &reference_out, n));
+    let eager = measure("eager", &|| eager_on("passthrough"));
+    let no_output = measure("filter", &|| eager_on("filter"));
+    let strict = measure("strict", &|| {
+        kp_run(
+            &plugins,
+            "passthrough",
             &strict_in,
             &strict_out,
             partitions,
             strict_n,
             CommitMode::Strict,
         )
-    } else {
-        f64::NAN
-    };
+    });
     let mut rows = BTreeMap::new();
     rows.insert(1, ("baseline: rdkafka poll + store_offset", base));
-    rows.insert(2, ("kp eager commits, passthrough plugin", eager));
-    rows.insert(3, ("kp strict commits, passthrough plugin", strict));
+    rows.insert(
+        2,
+        ("reference: one thread poll + produce + store", reference),
+    );
+    rows.insert(3, ("kp eager commits, passthrough plugin", eager));
+    rows.insert(4, ("kp eager commits, filter (no outputs)", no_output));
+    rows.insert(5, ("kp strict commits, passthrough plugin", strict));
     for (_, (name, rate)) in rows {
         println!(
-            "  {name:<40}{rate:>12.0} msg/s   {:>5.2} x baseline",
+            "  {name:<42}{rate:>12.0} msg/s   {:>5.2} x baseline",
             rate / base
         );
     }
+    println!(
+        "  kp eager / reference: {:.2} (kp against a plain one-thread consume-produce loop)",
+        eager / reference
+    );
     println!("  (strict mode measured over {strict_n} messages)");
 }
