@@ -1,12 +1,17 @@
 //! The committer: one thread per plugin consumer that commits finished offsets as early as
 //! possible. After each advance a commit goes out at once; while it is in flight, later advances
-//! pile up in the channel and are coalesced into the next commit. There is no fixed interval.
+//! are coalesced into the next commit. There is no fixed interval.
+//!
+//! Coalescing starts before the channel: a partition's latest committable offset lives in its
+//! [`AdvanceSlot`], and the slot is queued on the channel only when it is not queued already, so
+//! a partition finishing a million messages between two commits sends one request, not a million.
 //!
 //! Every commit names its offsets explicitly (no "commit what was stored"), so what is committed
 //! is exactly what [`super::progress::PartitionProgress`] computed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,18 +25,43 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the committer is asked to do.
 pub enum CommitRequest {
-    /// The partition's committable offset moved to `next`.
-    Advance {
-        topic: Arc<str>,
-        partition: i32,
-        next: i64,
-    },
+    /// The partition's committable offset moved: read it from the slot.
+    Advance(Arc<AdvanceSlot>),
     /// Commit everything pending now and reply when it is committed (or failed).
     Flush { reply: Sender<Result<(), String>> },
     /// The partition is no longer ours: drop anything pending for it.
     Forget { topic: Arc<str>, partition: i32 },
     /// Commit what is pending, then exit.
     Stop,
+}
+
+/// The latest committable offset of one partition, written by its progress tracker and read by
+/// the committer.
+pub struct AdvanceSlot {
+    topic: Arc<str>,
+    partition: i32,
+    /// The next offset to commit (only ever grows).
+    next: AtomicI64,
+    /// True while an `Advance` for this slot waits in the channel: later advances only update
+    /// `next`. The committer clears it *before* reading `next`, so no advance is ever missed.
+    queued: AtomicBool,
+}
+
+impl AdvanceSlot {
+    pub fn new(topic: Arc<str>, partition: i32) -> Arc<Self> {
+        Arc::new(AdvanceSlot {
+            topic,
+            partition,
+            next: AtomicI64::new(0),
+            queued: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes the slot off the queue and returns its offset (the committer's side).
+    pub fn take(&self) -> i64 {
+        self.queued.store(false, Ordering::SeqCst);
+        self.next.load(Ordering::SeqCst)
+    }
 }
 
 /// The sending side, given to every partition's progress tracker.
@@ -43,12 +73,13 @@ impl CommitSink {
         CommitSink(tx)
     }
 
-    pub fn advance(&self, topic: Arc<str>, partition: i32, next: i64) {
-        let _ = self.0.send(CommitRequest::Advance {
-            topic,
-            partition,
-            next,
-        });
+    /// Records that `slot`'s partition may be committed up to `next`, and queues the slot for
+    /// the committer unless it is queued already.
+    pub fn advance(&self, slot: &Arc<AdvanceSlot>, next: i64) {
+        slot.next.fetch_max(next, Ordering::SeqCst);
+        if !slot.queued.swap(true, Ordering::SeqCst) {
+            let _ = self.0.send(CommitRequest::Advance(slot.clone()));
+        }
     }
 
     pub fn forget(&self, topic: Arc<str>, partition: i32) {
@@ -169,13 +200,12 @@ fn absorb(
     stopping: &mut bool,
 ) {
     match request {
-        CommitRequest::Advance {
-            topic,
-            partition,
-            next,
-        } => {
-            let slot = pending.entry((topic, partition)).or_insert(next);
-            *slot = (*slot).max(next);
+        CommitRequest::Advance(slot) => {
+            let next = slot.take();
+            let offset = pending
+                .entry((slot.topic.clone(), slot.partition))
+                .or_insert(next);
+            *offset = (*offset).max(next);
         }
         CommitRequest::Flush { reply } => waiters.push(reply),
         CommitRequest::Forget { topic, partition } => {

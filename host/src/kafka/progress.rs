@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::committer::CommitSink;
+use super::committer::{AdvanceSlot, CommitSink};
 use super::health::{Halt, Health};
 
 /// One message whose outputs are not all acknowledged yet.
@@ -33,6 +33,8 @@ struct State {
     detached: bool,
     /// Messages dropped by the `skip` policy.
     skipped: u64,
+    /// Threads waiting on `changed`: notifying costs a system call, so it is skipped when none is.
+    waiters: usize,
 }
 
 /// Finished-offset tracking for one assigned partition; shared by its worker (which registers
@@ -46,6 +48,8 @@ pub struct PartitionProgress {
     /// Signalled whenever `committable` moves or the partition fails.
     changed: Condvar,
     sink: CommitSink,
+    /// This partition's latest committable offset, as the committer reads it.
+    slot: Arc<AdvanceSlot>,
     health: Arc<Health>,
 }
 
@@ -58,6 +62,7 @@ impl PartitionProgress {
         health: Arc<Health>,
     ) -> Self {
         PartitionProgress {
+            slot: AdvanceSlot::new(topic.clone(), partition),
             plugin,
             topic,
             partition,
@@ -150,9 +155,11 @@ impl PartitionProgress {
             if !state.detached
                 && let Some(next) = state.committable
             {
-                self.sink.advance(self.topic.clone(), self.partition, next);
+                self.sink.advance(&self.slot, next);
             }
-            self.changed.notify_all();
+            if state.waiters > 0 {
+                self.changed.notify_all();
+            }
         }
     }
 
@@ -207,11 +214,13 @@ impl PartitionProgress {
             if now >= deadline {
                 return false;
             }
+            state.waiters += 1;
             state = self
                 .changed
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.waiters -= 1;
         }
     }
 
@@ -252,13 +261,30 @@ mod tests {
         )
     }
 
+    /// What the committer would read: each queued slot's offset.
     fn advances(rx: &crossbeam_channel::Receiver<CommitRequest>) -> Vec<i64> {
         rx.try_iter()
             .filter_map(|r| match r {
-                CommitRequest::Advance { next, .. } => Some(next),
+                CommitRequest::Advance(slot) => Some(slot.take()),
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn advances_between_two_reads_are_coalesced_and_none_is_lost() {
+        let (p, rx, _) = progress();
+        for offset in 0..1000 {
+            p.handled(offset, 0);
+        }
+        assert_eq!(advances(&rx), [1000], "one request for a thousand advances");
+        p.handled(1000, 0);
+        assert_eq!(
+            advances(&rx),
+            [1001],
+            "after a read, the next advance is queued again"
+        );
+        assert_eq!(advances(&rx), Vec::<i64>::new());
     }
 
     #[test]
