@@ -105,14 +105,19 @@ impl PartitionProgress {
             );
             return;
         }
-        // Acknowledgements mostly arrive in order: look at the front before searching.
-        let index = match state.in_flight.front() {
-            Some(front) if front.offset == offset => Some(0),
-            _ => state
+        // Offsets are mostly dense (no gaps from compaction or transaction markers): try the
+        // slot `offset - front` before searching.
+        let guess = state
+            .in_flight
+            .front()
+            .and_then(|front| usize::try_from(offset - front.offset).ok())
+            .filter(|&i| state.in_flight.get(i).is_some_and(|m| m.offset == offset));
+        let index = guess.or_else(|| {
+            state
                 .in_flight
                 .binary_search_by_key(&offset, |m| m.offset)
-                .ok(),
-        };
+                .ok()
+        });
         if let Some(i) = index {
             let entry = &mut state.in_flight[i];
             entry.unacked = entry.unacked.saturating_sub(1);
@@ -323,6 +328,15 @@ mod tests {
         p.handled(9, 0);
         p.acked(5, Ok(()));
         assert_eq!(p.committable(), Some(10));
+        // Acks out of order across a gap: 30 is not at index 30 - 20 (it is at 2).
+        p.handled(20, 1);
+        p.handled(21, 1);
+        p.handled(30, 1);
+        p.acked(30, Ok(()));
+        p.acked(21, Ok(()));
+        assert_eq!(p.committable(), Some(10), "20 is not acknowledged yet");
+        p.acked(20, Ok(()));
+        assert_eq!(p.committable(), Some(31));
     }
 
     #[test]
