@@ -96,7 +96,7 @@ const C: &[Template] = &[
 
 const MANIFEST: &str = "\
 # Manifest of the {{name}} plugin: put {{name}}.wasm and this file side by side in kp's plugins
-# folder. Every key is described in the kp README (\"Plugin manifest\").
+# folder. Every key is described in the kp README (\"The manifest\").
 input-topics = [\"{{name}}-in\"]
 output-topic = \"{{name}}-out\"
 
