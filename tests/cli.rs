@@ -3,34 +3,9 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use support::{PluginDir, kp_bin, module};
-
-fn kp(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(kp_bin())
-        .args(args)
-        .arg("--cache-dir")
-        .arg(support::cache_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{PluginDir, kp, kp_bin, module, text};
 
 #[test]
 fn help_lists_every_subcommand() {

@@ -6,75 +6,54 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    Kp, Rec, cache_dir, committed, create_topic, kp_bin, log_end, produce, read_all, repo_root,
+    Kp, Rec, committed, create_topic, kp, kp_bin, log_end, produce, read_all, repo_root, text,
     unique,
 };
 
 /// The JavaScript, Python and C examples, built once per test run into their own folder.
 fn language_dist() -> &'static Path {
     static DIST: OnceLock<PathBuf> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let out = repo_root().join("target/plugins/dist-languages");
-        run_ok(
-            Command::new(repo_root().join("plugins/build.sh"))
-                .args(["--lang", "c,js,python"])
-                .arg(&out)
-                .env("KP", kp_bin()),
-            "plugins/build.sh --lang c,js,python (scripts/toolchains.sh installs what it needs)",
-        );
-        out
-    })
+    DIST.get_or_init(|| support::build_plugins("c,js,python", "dist-languages"))
 }
 
 /// Runs a command; panics with its output when it fails.
-fn run_ok(command: &mut Command, what: &str) -> String {
-    let out = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+fn run_ok(command: &mut Command, what: &str) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
-        "{what} failed ({}):\n{stdout}\n{}",
+        "{what} failed ({}):\n{}\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stdout),
+        text(&out.stderr)
     );
-    stdout
+}
+
+/// `kp ARGS`, which must succeed; its standard output.
+fn kp_ok(args: &[&str], stdin: &str) -> String {
+    let out = kp(args, stdin);
+    assert!(
+        out.status.success(),
+        "kp {args:?} failed ({}):\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    text(&out.stdout)
 }
 
 fn kp_check(module: &Path) -> String {
-    run_ok(
-        Command::new(kp_bin())
-            .arg("check")
-            .arg(module)
-            .arg("--cache-dir")
-            .arg(cache_dir()),
-        &format!("kp check {}", module.display()),
-    )
+    kp_ok(&["check", module.to_str().unwrap()], "")
 }
 
 /// `kp replay` over JSON lines; one JSON value per input line.
 fn replay(module: &Path, lines: &[Value]) -> Vec<Value> {
-    let input = tempfile::NamedTempFile::new().unwrap();
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(input.path(), text).unwrap();
-    let stdout = run_ok(
-        Command::new(kp_bin())
-            .args(["replay", "--plugin"])
-            .arg(module)
-            .arg("--input")
-            .arg(input.path())
-            .arg("--cache-dir")
-            .arg(cache_dir()),
-        &format!("kp replay {}", module.display()),
-    );
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let stdout = kp_ok(&["replay", "--plugin", module.to_str().unwrap()], &input);
     let results: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -9,7 +9,7 @@
 //! - [`runner`]: `kp run`: start everything, drain on shutdown; [`dev`]: the same on an embedded broker.
 //! - [`registry`]: the running plugins, kept in line with the plugins folder (**hot reload**);
 //!   [`watcher`]: notices file changes; [`status`]: what an operator sees.
-//! - [`config`]: the optional config file.
+//! - [`config`]: the optional config file; [`files`]: writing files readers never see half of.
 //! - [`guest`]: tools for handler authors: `kp new` (scaffolds) and `kp componentize`.
 //!
 //! `main.rs` only parses the command line and calls into these.
@@ -19,6 +19,7 @@
 pub mod check;
 pub mod config;
 pub mod dev;
+pub mod files;
 pub mod guest;
 pub mod kafka;
 pub mod manifest;

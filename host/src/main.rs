@@ -303,11 +303,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("reading {}", core_module.display()))?;
             let component = kp::guest::componentize::componentize(&core)
                 .with_context(|| format!("componentizing {}", core_module.display()))?;
-            // Write then rename, so a kp watching the output's folder never sees half a module.
-            let tmp = output.with_extension("wasm.tmp");
-            std::fs::write(&tmp, &component)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &output)
+            // Whole or not at all: a kp may be watching the output's folder.
+            kp::files::write_whole(&output, &component)
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {} ({} bytes)", output.display(), component.len());
             Ok(ExitCode::SUCCESS)

@@ -63,11 +63,11 @@ impl StatusBoard {
             plugins.clone()
         };
         if let Some(file) = &self.file {
-            let tmp = file.with_extension("tmp");
             let json = serde_json::json!({ "plugins": snapshot });
-            let written =
-                std::fs::write(&tmp, serde_json::to_vec_pretty(&json).unwrap_or_default())
-                    .and_then(|()| std::fs::rename(&tmp, file));
+            let written = crate::files::write_whole(
+                file,
+                &serde_json::to_vec_pretty(&json).unwrap_or_default(),
+            );
             if let Err(e) = written {
                 tracing::warn!(file = %file.display(), "could not write the status file: {e}");
             }

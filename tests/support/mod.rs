@@ -25,20 +25,29 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The folder `plugins/build.sh` fills: every example plugin with its manifest, built from source
-/// by this test run (once per test binary; cargo skips the work when nothing changed).
+/// The folder `plugins/build.sh` fills: every Rust example plugin with its manifest, built from
+/// source by this test run (once per test binary; cargo skips the work when nothing changed).
 pub fn plugins_dist() -> &'static Path {
     static DIST: OnceLock<PathBuf> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let out = repo_root().join("target/plugins/dist");
-        let status = Command::new(repo_root().join("plugins/build.sh"))
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("running plugins/build.sh");
-        assert!(status.success(), "plugins/build.sh failed");
-        out
-    })
+    DIST.get_or_init(|| build_plugins("rust", "dist"))
+}
+
+/// Runs `plugins/build.sh --lang LANGS` into `target/plugins/FOLDER` (C is componentized by the
+/// kp under test) and returns that folder.
+pub fn build_plugins(langs: &str, folder: &str) -> PathBuf {
+    let out = repo_root().join("target/plugins").join(folder);
+    let status = Command::new(repo_root().join("plugins/build.sh"))
+        .args(["--lang", langs])
+        .arg(&out)
+        .env("KP", kp_bin())
+        .stdout(Stdio::null())
+        .status()
+        .expect("running plugins/build.sh");
+    assert!(
+        status.success(),
+        "plugins/build.sh --lang {langs} failed (scripts/toolchains.sh installs what it needs)"
+    );
+    out
 }
 
 /// The path of an example plugin's module.
@@ -49,6 +58,34 @@ pub fn module(name: &str) -> PathBuf {
 /// The `kp` binary under test.
 pub fn kp_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kp"))
+}
+
+/// Runs `kp ARGS --cache-dir <shared cache>` with `stdin` as its input (small: it is written
+/// before the output is read) and returns what it printed.
+pub fn kp(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(kp_bin())
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Bytes printed by a process, as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A compiled-artifact cache shared by the tests (speeds up repeated loads).

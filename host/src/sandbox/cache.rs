@@ -84,10 +84,8 @@ impl ArtifactCache {
     fn store(&self, path: &Path, artifact: &[u8]) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, artifact).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-        Ok(())
+        crate::files::write_whole(path, artifact)
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 
