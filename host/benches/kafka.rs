@@ -5,6 +5,11 @@
 //! each message (no handler), and kp with the filter plugin set to drop everything (the handler
 //! and the commit rule, without producing).
 //!
+//! Every row also shows CPU time per message, of this process (the client under test) and of the
+//! broker (when `scripts/kafka.sh` started it), which varies less than rates on a shared machine.
+//! From the reference row's CPU cost the bench derives a ceiling: the rate at which the
+//! machine's cores, fully busy, could consume and produce with no handler at all.
+//!
 //! `scripts/kafka.sh start && cargo bench --bench kafka`
 //! Environment: KP_TEST_BROKERS (default 127.0.0.1:9092), KP_BENCH_MESSAGES (default 1000000),
 //! KP_BENCH_STRICT_MESSAGES (default 5000), KP_BENCH_PARTITIONS (default 6), KP_BENCH_ROUNDS
@@ -15,7 +20,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BackgroundKp, brokers, build_plugins, create_topics, env_num};
+use common::{
+    BackgroundKp, CpuPerMessage, CpuSnapshot, brokers, build_plugins, create_topics, env_num,
+};
 use kp::kafka::{CommitMode, KafkaSettings, RunOptions};
 use kp::runner::RunConfig;
 use kp::sandbox::{Allocation, SandboxConfig};
@@ -61,18 +68,21 @@ fn produce(topic: &str, n: usize) -> f64 {
 }
 
 /// Polls `n` messages of `topic` in a new group, calls `each` on every one and stores its
-/// offset. Returns when the first message arrived.
+/// offset. Returns when, and at what CPU times, the first message arrived.
 fn consume(
     topic: &str,
     n: usize,
     group: &str,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
-) -> Instant {
+) -> (Instant, CpuSnapshot) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", unique(group))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.offset.store", "false")
+        // As kp sets it: librdkafka's default (1 s) stalls a partition whenever its prefetch
+        // queue fills, which made the reference loop wait rather than work.
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
@@ -83,29 +93,70 @@ fn consume(
             let m = m.unwrap();
             each(&m);
             consumer.store_offset_from_message(&m).unwrap();
-            start.get_or_insert_with(Instant::now);
+            start.get_or_insert_with(|| (Instant::now(), CpuSnapshot::now()));
             seen += 1;
         }
     }
     start.unwrap()
 }
 
+/// The rounds of one row: median rate, its range, median CPU per message.
+struct Summary {
+    rate: f64,
+    lo: f64,
+    hi: f64,
+    client_us: f64,
+    broker_us: f64,
+}
+
+impl Summary {
+    fn of(rounds: &[Measured]) -> Self {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let rates: Vec<f64> = rounds.iter().map(|m| m.rate).collect();
+        Summary {
+            lo: rates.iter().copied().fold(f64::NAN, f64::min),
+            hi: rates.iter().copied().fold(f64::NAN, f64::max),
+            rate: median(rates),
+            client_us: median(rounds.iter().map(|m| m.cpu.this_us).collect()),
+            broker_us: median(rounds.iter().filter_map(|m| m.cpu.broker_us).collect()),
+        }
+    }
+}
+
+/// One run's figures: messages per second, and CPU time per message.
+struct Measured {
+    rate: f64,
+    cpu: CpuPerMessage,
+}
+
+impl Measured {
+    fn since(start: Instant, cpu: CpuSnapshot, messages: usize) -> Self {
+        Measured {
+            rate: messages as f64 / start.elapsed().as_secs_f64(),
+            cpu: cpu.per_message(messages),
+        }
+    }
+}
+
 /// Baseline: poll and store each offset, no handler, no output.
-fn baseline(topic: &str, n: usize) -> f64 {
-    let start = consume(topic, n, "bench-baseline", |_| {});
-    (n - 1) as f64 / start.elapsed().as_secs_f64()
+fn baseline(topic: &str, n: usize) -> Measured {
+    let (start, cpu) = consume(topic, n, "bench-baseline", |_| {});
+    Measured::since(start, cpu, n - 1)
 }
 
 /// Reference: one thread polls, produces a copy of each message to `output` and stores its
 /// offset (at once, not after delivery: a weaker guarantee than kp's); no handler. Timed until
 /// every copy is acknowledged.
-fn consume_produce(input: &str, output: &str, n: usize) -> f64 {
+fn consume_produce(input: &str, output: &str, n: usize) -> Measured {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    let start = consume(input, n, "bench-reference", |m| {
+    let (start, cpu) = consume(input, n, "bench-reference", |m| {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(output);
         if let Some(key) = rdkafka::Message::key(m) {
             record = record.key(key);
@@ -119,7 +170,7 @@ fn consume_produce(input: &str, output: &str, n: usize) -> f64 {
         }
     });
     producer.flush(Duration::from_secs(300)).unwrap();
-    (n - 1) as f64 / start.elapsed().as_secs_f64()
+    Measured::since(start, cpu, n - 1)
 }
 
 fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
@@ -151,7 +202,7 @@ fn kp_run(
     partitions: i32,
     n: usize,
     mode: CommitMode,
-) -> f64 {
+) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let group = unique("bench-kp");
     std::fs::copy(
@@ -203,7 +254,7 @@ fn kp_run(
     loop {
         let c = committed_total(&watcher, input, partitions);
         if first.is_none() && c > 0 {
-            first = Some(Instant::now());
+            first = Some((Instant::now(), CpuSnapshot::now()));
             first_count = c;
         }
         if c as usize >= n {
@@ -211,10 +262,11 @@ fn kp_run(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let rate = (n as i64 - first_count) as f64 / first.unwrap().elapsed().as_secs_f64();
+    let (start, cpu) = first.unwrap();
+    let measured = Measured::since(start, cpu, n - first_count as usize);
     let report = running.stop();
     assert!(report.halts.is_empty(), "{:?}", report.halts);
-    rate
+    measured
 }
 
 fn main() {
@@ -255,7 +307,7 @@ fn main() {
     };
     // The runs take turns, `rounds` times, each reading the whole input in a group of its own,
     // so a slow phase of the shared machine hits every row alike; rows report the median.
-    let runs: [(&str, &str, &dyn Fn() -> f64); 4] = [
+    let runs: [(&str, &str, &dyn Fn() -> Measured); 4] = [
         ("baseline", "baseline: rdkafka poll + store_offset", &|| {
             baseline(&input, n)
         }),
@@ -272,31 +324,38 @@ fn main() {
         }),
     ];
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let mut results: Vec<Vec<Measured>> = runs.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
         for (i, (name, _, run)) in runs.iter().enumerate() {
             if wanted(name) {
-                rates[i].push(run());
+                results[i].push(run());
             }
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
-    let base = medians[0];
-    println!("  (median of {rounds} rounds; min-max in brackets)");
-    for (i, (_, label, _)) in runs.iter().enumerate() {
-        let (lo, hi) = (rates[i].first().copied(), rates[i].last().copied());
+    let rows: Vec<Summary> = results.iter().map(|r| Summary::of(r)).collect();
+    let base = rows[0].rate;
+    println!("  (median of {rounds} rounds; min-max in brackets; CPU in microseconds per message)");
+    println!("{:>112} | broker", "CPU: client");
+    for ((_, label, _), row) in runs.iter().zip(&rows) {
+        let range = format!("[{:.0}-{:.0}]", row.lo, row.hi);
         println!(
-            "  {label:<46}{:>10.0} msg/s   {:>5.2} x baseline   [{:.0}-{:.0}]",
-            medians[i],
-            medians[i] / base,
-            lo.unwrap_or(f64::NAN),
-            hi.unwrap_or(f64::NAN)
+            "  {label:<46}{:>10.0} msg/s   {:>5.2} x baseline   {range:<17}   {:>6.2} | {:.2}",
+            row.rate,
+            row.rate / base,
+            row.client_us,
+            row.broker_us,
         );
     }
+    // What no consume-produce client can beat here: the machine's cores, fully busy, divided by
+    // the CPU one message costs the plain reference loop (no handler) and the broker together.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let reference_cpu = rows[1].client_us + rows[1].broker_us;
+    let ceiling = cores * 1e6 / reference_cpu;
+    println!(
+        "  ceiling for any consume-produce client on this machine: {cores} cores / {reference_cpu:.2} us \
+         (reference client + broker) = {ceiling:.0} msg/s = {:.2} x baseline",
+        ceiling / base
+    );
     if wanted("strict") {
         let strict = kp_run(
             &plugins,
@@ -307,14 +366,17 @@ fn main() {
             strict_n,
             CommitMode::Strict,
         );
+        let label = "kp strict commits, passthrough plugin";
         println!(
-            "  {:<46}{strict:>10.0} msg/s",
-            "kp strict commits, passthrough plugin"
+            "  {label:<46}{:>10.0} msg/s{:>48.0} | {:.0}",
+            strict.rate,
+            strict.cpu.this_us,
+            strict.cpu.broker_us.unwrap_or(f64::NAN)
         );
     }
     println!(
         "  kp eager / reference: {:.2} (kp against a plain one-thread consume-produce loop)",
-        medians[2] / medians[1]
+        rows[2].rate / rows[1].rate
     );
     println!("  (strict mode measured over {strict_n} messages)");
 }

@@ -29,3 +29,12 @@ pub mod runner;
 pub mod sandbox;
 pub mod status;
 pub mod watcher;
+
+/// jemalloc serves every allocation in the process: Rust's, and (through the unprefixed `malloc`
+/// symbols) librdkafka's. A message allocates on one thread and is freed on another (a worker
+/// builds a record, the producer's threads free it), which glibc's allocator handles poorly:
+/// with glibc, `malloc` and `free` were a fifth of kp's CPU time at full speed, and the Kafka
+/// benchmark ran 17-25% slower (BENCHMARKS.md). In the library, not `main`, so the tests and
+/// benchmarks run on the allocator that ships.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

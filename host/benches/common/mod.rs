@@ -114,3 +114,57 @@ pub fn log_from_env() {
             .try_init();
     }
 }
+
+/// CPU time used so far by this process and by the broker (when `scripts/kafka.sh` started it:
+/// its pid file names it), for CPU-per-message figures that hold up on a noisy machine better
+/// than rates do.
+#[derive(Clone, Copy)]
+pub struct CpuSnapshot {
+    this: Duration,
+    broker: Option<Duration>,
+}
+
+/// CPU time per message between two snapshots.
+pub struct CpuPerMessage {
+    /// This process: the client under test (kp in-process, or the plain rdkafka loop).
+    pub this_us: f64,
+    /// The broker, when its pid is known.
+    pub broker_us: Option<f64>,
+}
+
+impl CpuSnapshot {
+    pub fn now() -> Self {
+        let broker = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.kafka/broker.pid"),
+        )
+        .ok()
+        .and_then(|pid| cpu_time(&format!("/proc/{}/stat", pid.trim())));
+        CpuSnapshot {
+            this: cpu_time("/proc/self/stat").unwrap_or_default(),
+            broker,
+        }
+    }
+
+    /// CPU time per message from `self` until now, over `messages` messages.
+    pub fn per_message(&self, messages: usize) -> CpuPerMessage {
+        let now = CpuSnapshot::now();
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / messages as f64;
+        CpuPerMessage {
+            this_us: us(now.this.saturating_sub(self.this)),
+            broker_us: now
+                .broker
+                .zip(self.broker)
+                .map(|(b, a)| us(b.saturating_sub(a))),
+        }
+    }
+}
+
+/// utime + stime of a process, from its `/proc/PID/stat` (in clock ticks of 10 ms).
+fn cpu_time(stat: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
