@@ -13,6 +13,7 @@
 //! - [`guest`]: tools for handler authors: `kp new` (scaffolds) and `kp componentize`.
 //!
 //! `main.rs` only parses the command line and calls into these.
+//! The process's allocator is jemalloc, for Rust and librdkafka alike (`ALLOCATOR`, below).
 
 #![deny(unsafe_code)] // One justified exception: loading cached compiled artifacts (sandbox::cache).
 

@@ -136,12 +136,14 @@ impl CpuSnapshot {
     pub fn now() -> Self {
         // The pid file is only about the broker under test when that broker is on this machine.
         let local = brokers().starts_with("127.0.0.1:");
-        let broker = std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.kafka/broker.pid"),
-        )
-        .ok()
-        .filter(|_| local)
-        .and_then(|pid| cpu_time(&format!("/proc/{}/stat", pid.trim())));
+        // Where scripts/kafka.sh keeps it: KP_KAFKA_DIR, by default <repo>/.kafka.
+        let kafka_dir = std::env::var_os("KP_KAFKA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.kafka"));
+        let broker = std::fs::read_to_string(kafka_dir.join("broker.pid"))
+            .ok()
+            .filter(|_| local)
+            .and_then(|pid| cpu_time(&format!("/proc/{}/stat", pid.trim())));
         CpuSnapshot {
             this: cpu_time("/proc/self/stat").unwrap_or_default(),
             broker,
