@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs the guest toolchains the tests build with, on a fresh machine:
+# Installs the guest toolchains the tests build with, on a fresh machine, and what building kp needs
+# beyond Rust:
+#   kp itself:  OpenSSL's and libcurl's headers and pkg-config (librdkafka's TLS, and OIDC token fetching;
+#               Debian packages libssl-dev, libcurl4-openssl-dev, pkg-config)
 #   Rust:       the wasm32-wasip2 target (rustup)
 #   C:          clang, lld, wasi-libc, libclang-rt-dev-wasm32 (Debian packages; needs root or sudo)
 #   JavaScript: componentize-js into guest-sdk/js/node_modules (npm ci, from package-lock.json)
@@ -8,16 +11,25 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
+apt_install() {
+  $sudo apt-get install -y -q "$@" >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
+}
+
+if ! pkg-config --exists openssl libcurl 2>/dev/null; then
+  echo "toolchains.sh: installing OpenSSL's and libcurl's headers and pkg-config (Debian packages)" >&2
+  apt_install libssl-dev libcurl4-openssl-dev pkg-config
+fi
+
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
 if ! command -v clang >/dev/null || ! command -v wasm-ld >/dev/null || [ ! -f /usr/include/wasm32-wasi/stdio.h ]; then
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
   echo "toolchains.sh: installing clang, lld and wasi-libc (Debian packages)" >&2
-  $sudo apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null \
-    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null; }
+  apt_install clang lld wasi-libc libclang-rt-dev-wasm32
 fi
 
 if [ ! -d "$root/guest-sdk/js/node_modules/@bytecodealliance/componentize-js" ]; then

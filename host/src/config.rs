@@ -7,10 +7,12 @@
 //! commit-mode = "eager"          # or "strict"
 //! drain-timeout-ms = 30000
 //! queue-depth = 10000
+//! accept-duplicates = false      # true lets the producer run without idempotence
 //!
 //! [kafka]                        # librdkafka properties for every client
 //! "security.protocol" = "SASL_SSL"
-//! "sasl.mechanisms" = "PLAIN"
+//! "sasl.mechanisms" = "SCRAM-SHA-512"
+//! "sasl.password" = "${file:/run/secrets/kafka}"   # or "${env:NAME}": never the secret itself
 //! [kafka-consumer]               # consumers only
 //! "fetch.min.bytes" = "1"
 //! [kafka-producer]               # the producer only
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::kafka::settings::looks_secret;
 use crate::kafka::{CommitMode, GroupProtocol};
 
 /// The contents of a config file; every field optional.
@@ -35,6 +38,8 @@ pub struct FileConfig {
     pub commit_mode: Option<CommitModeName>,
     pub drain_timeout_ms: Option<u64>,
     pub queue_depth: Option<usize>,
+    /// Lets the producer run without idempotence (`--accept-duplicates`).
+    pub accept_duplicates: Option<bool>,
     #[serde(default)]
     pub kafka: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -76,11 +81,41 @@ impl From<CommitModeName> for CommitMode {
 }
 
 impl FileConfig {
+    /// Reads the file. Warns when it holds secret-looking Kafka values written out (not as
+    /// `${env:..}`/`${file:..}` references) while group or others may read it.
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        let config: FileConfig =
+            toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        let literal_secrets = config.literal_secret_keys();
+        if !literal_secrets.is_empty() && readable_by_others(path) {
+            tracing::warn!(
+                file = %path.display(), keys = ?literal_secrets,
+                "the config file holds secret-looking values and is readable by group or others: \
+                 chmod 600 it, or give the values as ${{file:PATH}} or ${{env:NAME}}"
+            );
+        }
+        Ok(config)
     }
+
+    /// Keys of Kafka properties that look secret and are written out in the file.
+    fn literal_secret_keys(&self) -> Vec<&str> {
+        [&self.kafka, &self.kafka_consumer, &self.kafka_producer]
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| {
+                looks_secret(k) && !v.as_str().is_some_and(crate::kafka::settings::is_reference)
+            })
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+}
+
+/// True when the file's permissions let its group or other users read it.
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
 }
 
 /// librdkafka properties are strings; accept TOML numbers and booleans too.
@@ -121,5 +156,27 @@ mod tests {
         );
         assert!(toml::from_str::<FileConfig>("broker = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("commit-mode = \"lazy\"").is_err());
+    }
+
+    #[test]
+    fn literal_secrets_are_found_and_references_are_not() {
+        let c: FileConfig = toml::from_str(
+            "[kafka]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"kp\"\n\
+             [kafka-producer]\n\"ssl.key.password\" = \"${file:/run/secrets/key}\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.literal_secret_keys(), ["sasl.password"]);
+    }
+
+    #[test]
+    fn group_or_world_readable_files_are_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kp.toml");
+        std::fs::write(&file, "").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!readable_by_others(&file));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(readable_by_others(&file));
     }
 }

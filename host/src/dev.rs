@@ -17,6 +17,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
+use crate::kafka::GroupProtocol;
 use crate::manifest::Manifest;
 use crate::replay::encode_bytes;
 use crate::runner::{self, RunConfig, RunReport};
@@ -78,19 +79,17 @@ pub async fn dev(
         inputs.first().map(String::as_str).unwrap_or("TOPIC")
     );
     config.options.kafka.brokers = bootstrap.clone();
-    // The mock cluster rebalances slowly with long session timeouts.
-    config
-        .options
-        .kafka
-        .consumer
-        .entry("session.timeout.ms".into())
-        .or_insert_with(|| "6000".into());
-    config
-        .options
-        .kafka
-        .consumer
-        .entry("heartbeat.interval.ms".into())
-        .or_insert_with(|| "500".into());
+    // The mock cluster rebalances slowly with long session timeouts. Classic protocol only:
+    // under KIP-848 the broker owns these, and librdkafka refuses them.
+    if config.options.kafka.group_protocol == GroupProtocol::Classic {
+        let consumer = &mut config.options.kafka.consumer;
+        for (key, value) in [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+        ] {
+            consumer.entry(key.into()).or_insert_with(|| value.into());
+        }
+    }
 
     let report = if demo {
         let feed = async {

@@ -11,6 +11,7 @@
 //!   [`watcher`]: notices file changes; [`status`]: what an operator sees.
 //! - [`config`]: the optional config file; [`files`]: writing files readers never see half of.
 //! - [`guest`]: tools for handler authors: `kp new` (scaffolds) and `kp componentize`.
+//! - [`version`]: `kp version`: versions and what this build of librdkafka can do (TLS, SASL, codecs).
 //!
 //! `main.rs` only parses the command line and calls into these.
 //! The process's allocator is jemalloc, for Rust and librdkafka alike (`ALLOCATOR`, below).
@@ -29,6 +30,7 @@ pub mod replay;
 pub mod runner;
 pub mod sandbox;
 pub mod status;
+pub mod version;
 pub mod watcher;
 
 /// jemalloc serves every allocation in the process: Rust's, and (through the unprefixed `malloc`

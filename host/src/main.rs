@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kp::config::{FileConfig, property_strings};
 use kp::guest::scaffold::{Language, NewProject};
-use kp::kafka::settings::parse_property;
+use kp::kafka::settings::{is_reference, looks_secret, parse_property};
 use kp::kafka::{CommitMode, GroupProtocol, KafkaSettings, RunOptions};
 use kp::runner::{RunConfig, RunReport};
 use kp::sandbox::{Allocation, ArtifactCache, Sandbox, SandboxConfig};
@@ -76,6 +76,8 @@ enum Command {
         #[arg(long, env = "KP_SDK_DIR")]
         sdk: Option<PathBuf>,
     },
+    /// Print kp's version, wasmtime's and librdkafka's, and what this build can do (TLS, SASL, codecs).
+    Version,
     /// Turn a core module built for WASI preview 1 (e.g. C with wasi-libc) into a kp component.
     Componentize {
         /// The core module (.wasm) exporting kp's handler functions.
@@ -94,9 +96,14 @@ struct EngineArgs {
     /// A config file (see the README); command-line flags override it.
     #[arg(long, env = "KP_CONFIG")]
     config: Option<PathBuf>,
-    /// A librdkafka property for every client, as key=value (repeatable), like kcat's -X.
+    /// A librdkafka property for every client, as key=value (repeatable), like kcat's -X. A value
+    /// written ${env:NAME} or ${file:PATH} is read from there (use it for passwords).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<String>,
+    /// Let the producer run without idempotence (enable.idempotence=false): a retried send may
+    /// then write an output twice or out of order.
+    #[arg(long)]
+    accept_duplicates: bool,
     /// Consumer group protocol [default: classic].
     #[arg(long, value_enum)]
     group_protocol: Option<GroupProtocol>,
@@ -129,13 +136,19 @@ impl EngineArgs {
         let mut common = property_strings(&file.kafka)?;
         for p in &self.properties {
             let (k, v) = parse_property(p)?;
+            if looks_secret(&k) && !is_reference(&v) {
+                tracing::warn!(
+                    "-X {k} is given on the command line, where other users can see it (ps, \
+                     /proc): write -X {k}=${{file:PATH}} or -X {k}=${{env:NAME}} instead"
+                );
+            }
             common.insert(k, v);
         }
         let plugins = self
             .plugins
             .or(file.plugins)
             .context("no plugins folder given (use --plugins DIR)")?;
-        let kafka = KafkaSettings {
+        let mut kafka = KafkaSettings {
             brokers: brokers.or(file.brokers).unwrap_or_default(),
             group_protocol: self
                 .group_protocol
@@ -144,7 +157,9 @@ impl EngineArgs {
             common,
             consumer: property_strings(&file.kafka_consumer)?,
             producer: property_strings(&file.kafka_producer)?,
+            accept_duplicates: self.accept_duplicates || file.accept_duplicates.unwrap_or(false),
         };
+        kafka.resolve_references()?;
         let queue_depth = self.queue_depth.or(file.queue_depth).unwrap_or(10_000);
         anyhow::ensure!(queue_depth >= 2, "--queue-depth must be at least 2");
         Ok(RunConfig {
@@ -293,6 +308,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 sdk: sdk.as_deref(),
             })?;
             println!("created {}; build it with {build}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            print!("{}", kp::version::BuildInfo::current());
             Ok(ExitCode::SUCCESS)
         }
         Command::Componentize {

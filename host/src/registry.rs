@@ -23,6 +23,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::kafka::output::OutputProducer;
+use crate::kafka::settings::create_client;
 use crate::kafka::{Health, PluginConsumer, RunOptions};
 use crate::manifest::{Manifest, plugin_name};
 use crate::sandbox::{LoadError, LoadedPlugin, Sandbox};
@@ -46,7 +47,7 @@ pub struct PluginRegistry {
     health: Arc<Health>,
     options: RunOptions,
     /// Reads topic metadata (to refuse plugins whose topics do not exist).
-    metadata: BaseConsumer,
+    metadata: BaseConsumer<MetadataContext>,
     running: BTreeMap<String, RunningPlugin>,
     pub status: StatusBoard,
 }
@@ -98,11 +99,11 @@ impl PluginRegistry {
         options: RunOptions,
         status: StatusBoard,
     ) -> Result<Self> {
-        let metadata: BaseConsumer = options
-            .kafka
-            .metadata_config()
-            .create()
-            .context("creating the metadata client")?;
+        let metadata: BaseConsumer<MetadataContext> = create_client(
+            &options.kafka.metadata_config(),
+            MetadataContext::default(),
+            "creating the metadata client",
+        )?;
         Ok(PluginRegistry {
             dir,
             sandbox,
@@ -270,11 +271,18 @@ impl PluginRegistry {
             .chain(&manifest.output_topic)
             .chain(&manifest.on_failure.dead_letter_topic)
         {
-            let md = self
-                .metadata
-                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-                .with_context(|| {
-                    format!("fetching metadata of topic {topic:?} (are the brokers reachable?)")
+            let md = self.metadata.fetch_metadata(Some(topic), METADATA_TIMEOUT);
+            if md.is_err() {
+                // Serve the client's queue: its log lines and errors arrive there.
+                let _ = self.metadata.poll(Duration::ZERO);
+            }
+            let md = md.with_context(|| match self.metadata.context().last_error() {
+                    // Say why the cluster could not be reached (a refused login, a certificate
+                    // that does not verify), not only that it could not.
+                    Some(cause) => format!(
+                        "fetching metadata of topic {topic:?}: the cluster could not be reached: {cause}"
+                    ),
+                    None => format!("fetching metadata of topic {topic:?} (are the brokers reachable?)"),
                 })?;
             let exists = md.topics().iter().any(|t| {
                 t.name() == topic
@@ -301,6 +309,43 @@ impl PluginRegistry {
         }
     }
 }
+
+/// The metadata client's context: librdkafka's log goes to `tracing`, and the last error it
+/// reported is kept, so a refusal can say why the cluster could not be reached.
+#[derive(Default)]
+pub struct MetadataContext {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl MetadataContext {
+    fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl rdkafka::ClientContext for MetadataContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::{Alert, Critical, Emerg, Error};
+        // "All brokers down" follows the error that says why: keep the why.
+        if matches!(level, Emerg | Alert | Critical | Error)
+            && !message.contains("brokers are down")
+        {
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_string());
+        }
+        crate::kafka::rdkafka_log("metadata", level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::AllBrokersDown) {
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for MetadataContext {}
 
 /// A module that fails to parse right after it changed may simply not be complete yet: wait a
 /// moment and look again before calling it bad.

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rdkafka::producer::Producer;
 
 use crate::kafka::output::{DeliveryContext, OutputProducer};
+use crate::kafka::settings::create_client;
 use crate::kafka::{Halt, Health, RunOptions};
 use crate::registry::PluginRegistry;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -70,15 +71,14 @@ struct RunningHost {
 impl RunningHost {
     fn start(config: RunConfig) -> Result<Self> {
         let sandbox = Sandbox::new(config.sandbox.clone())?;
-        let producer: OutputProducer = config
-            .options
-            .kafka
-            .producer_config()
-            .create_with_context(DeliveryContext)
-            .context("creating the producer")?;
+        let producer: OutputProducer = create_client(
+            &config.options.kafka.producer_config(),
+            DeliveryContext,
+            "creating the producer",
+        )?;
         let producer = Arc::new(producer);
-        let health = Arc::new(Health::default());
         let status = StatusBoard::new(config.status_file.clone());
+        let health = Arc::new(Health::reporting_to(status.clone()));
         let mut registry = PluginRegistry::new(
             config.plugins_dir.clone(),
             sandbox,

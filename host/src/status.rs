@@ -1,12 +1,15 @@
 //! What an operator can see of the plugins: for each, its state, the version that runs, and the
-//! last error (a refused module, a refused new version). Kept in memory, logged, and, with
-//! `--status-file`, written as JSON (atomically) after every change.
+//! last error (a refused module, a refused new version), and every halted partition. Kept in
+//! memory, logged, and, with `--status-file`, written as JSON (atomically) after every change:
+//! `{"plugins": {NAME: {state, version, error}}, "halted": [{plugin, topic, partition, offset, reason, committable}]}`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+
+use crate::kafka::Halt;
 
 /// The state of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,10 +30,16 @@ pub struct PluginStatus {
     pub error: Option<String>,
 }
 
+#[derive(Debug, Clone, Default)]
+struct Board {
+    plugins: BTreeMap<String, PluginStatus>,
+    halted: Vec<Halt>,
+}
+
 /// Shared status of every plugin.
 #[derive(Clone, Default)]
 pub struct StatusBoard {
-    plugins: Arc<Mutex<BTreeMap<String, PluginStatus>>>,
+    board: Arc<Mutex<Board>>,
     /// Where to write the JSON after each change.
     file: Option<PathBuf>,
 }
@@ -38,9 +47,23 @@ pub struct StatusBoard {
 impl StatusBoard {
     pub fn new(file: Option<PathBuf>) -> Self {
         StatusBoard {
-            plugins: Arc::default(),
+            board: Arc::default(),
             file,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the list of halted partitions.
+    pub fn set_halts(&self, halted: Vec<Halt>) {
+        let snapshot = {
+            let mut board = self.lock();
+            board.halted = halted;
+            board.clone()
+        };
+        self.write(&snapshot);
     }
 
     pub fn set(
@@ -51,8 +74,8 @@ impl StatusBoard {
         error: Option<String>,
     ) {
         let snapshot = {
-            let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
-            plugins.insert(
+            let mut board = self.lock();
+            board.plugins.insert(
                 name.to_string(),
                 PluginStatus {
                     state,
@@ -60,10 +83,14 @@ impl StatusBoard {
                     error,
                 },
             );
-            plugins.clone()
+            board.clone()
         };
+        self.write(&snapshot);
+    }
+
+    fn write(&self, board: &Board) {
         if let Some(file) = &self.file {
-            let json = serde_json::json!({ "plugins": snapshot });
+            let json = serde_json::json!({ "plugins": board.plugins, "halted": board.halted });
             let written = crate::files::write_whole(
                 file,
                 &serde_json::to_vec_pretty(&json).unwrap_or_default(),
@@ -75,9 +102,6 @@ impl StatusBoard {
     }
 
     pub fn all(&self) -> BTreeMap<String, PluginStatus> {
-        self.plugins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.lock().plugins.clone()
     }
 }

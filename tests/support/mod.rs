@@ -270,12 +270,20 @@ impl Read {
 
 /// Produces records and waits until the broker has acknowledged them all.
 pub fn produce(topic: &str, records: &[Rec]) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    produce_with(topic, records, &[]);
+}
+
+/// [`produce`] with extra producer properties (e.g. `compression.type`).
+pub fn produce_with(topic: &str, records: &[Rec], properties: &[(&str, &str)]) {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers())
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+        .set("linger.ms", "5");
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().unwrap();
     for r in records {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
         if let Some(k) = &r.key {
@@ -471,6 +479,64 @@ pub fn read_topic(topic: &str) -> Vec<Read> {
     out
 }
 
+/// The folder `scripts/kafka.sh` keeps the broker in (`KP_KAFKA_DIR`, default `<repo>/.kafka`).
+pub fn kafka_dir() -> PathBuf {
+    std::env::var_os("KP_KAFKA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".kafka"))
+}
+
+/// The first log segment of a partition, on the test broker's disk.
+pub fn segment_file(topic: &str, partition: i32) -> PathBuf {
+    kafka_dir()
+        .join("data")
+        .join(format!("{topic}-{partition}"))
+        .join("00000000000000000000.log")
+}
+
+/// The secured listeners of the test broker and their credentials, as `scripts/kafka.sh` wrote
+/// them to `listeners.env`.
+pub struct Secured {
+    pub ssl: String,
+    pub sasl_ssl: String,
+    pub mtls: String,
+    pub tls_dir: PathBuf,
+    pub scram_user: String,
+    pub scram_password: String,
+}
+
+impl Secured {
+    pub fn get() -> Secured {
+        let path = kafka_dir().join("listeners.env");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; start the test broker with `scripts/kafka.sh start`, which makes its \
+                 TLS and SASL listeners",
+                path.display()
+            )
+        });
+        let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let get = |k: &str| {
+            vars.get(k)
+                .unwrap_or_else(|| panic!("{k} missing from {}", path.display()))
+                .to_string()
+        };
+        Secured {
+            ssl: get("KP_KAFKA_SSL"),
+            sasl_ssl: get("KP_KAFKA_SASL_SSL"),
+            mtls: get("KP_KAFKA_MTLS"),
+            tls_dir: PathBuf::from(get("KP_KAFKA_TLS_DIR")),
+            scram_user: get("KP_KAFKA_SCRAM_USER"),
+            scram_password: get("KP_KAFKA_SCRAM_PASSWORD"),
+        }
+    }
+
+    /// A file of the TLS material (`ca.pem`, `other-ca.pem`, `client.pem`, `client.key`).
+    pub fn tls(&self, file: &str) -> String {
+        self.tls_dir.join(file).display().to_string()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running kp
 
@@ -501,13 +567,18 @@ impl Kp {
 
     /// Like [`Kp::run`] with a given `KP_LOG` filter.
     pub fn run_logging(plugins: &Path, extra: &[&str], filter: &str) -> Kp {
+        Self::run_against(brokers(), plugins, extra, filter)
+    }
+
+    /// Starts `kp run` against `bootstrap` (another listener of the test broker, say).
+    pub fn run_against(bootstrap: &str, plugins: &Path, extra: &[&str], filter: &str) -> Kp {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("kp.log");
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(kp_bin())
             .arg("run")
             .arg("--brokers")
-            .arg(brokers())
+            .arg(bootstrap)
             .arg("--plugins")
             .arg(plugins)
             .arg("--cache-dir")

@@ -1,9 +1,14 @@
-//! What went wrong, kept where an operator (and the exit status) can see it.
+//! What went wrong, kept where an operator (and the exit status) can see it: the log, the status
+//! file, and kp's exit status.
 
 use std::sync::Mutex;
 
+use serde::Serialize;
+
+use crate::status::StatusBoard;
+
 /// A partition that stopped because a message could not be finished.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Halt {
     pub plugin: String,
     pub topic: String,
@@ -16,12 +21,22 @@ pub struct Halt {
 }
 
 /// Shared record of halted partitions.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Health {
     halts: Mutex<Vec<Halt>>,
+    /// Where halts are shown besides the log (`--status-file`).
+    status: Option<StatusBoard>,
 }
 
 impl Health {
+    /// Health that also shows its halts in `status`.
+    pub fn reporting_to(status: StatusBoard) -> Self {
+        Health {
+            halts: Mutex::default(),
+            status: Some(status),
+        }
+    }
+
     /// Records a halted partition and logs it at ERROR level.
     pub fn halted(&self, halt: Halt) {
         tracing::error!(
@@ -34,10 +49,14 @@ impl Health {
              past it is committed.",
             halt.reason
         );
-        self.halts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(halt);
+        let halts = {
+            let mut halts = self.halts.lock().unwrap_or_else(|e| e.into_inner());
+            halts.push(halt);
+            halts.clone()
+        };
+        if let Some(status) = &self.status {
+            status.set_halts(halts);
+        }
     }
 
     /// Every halt so far.

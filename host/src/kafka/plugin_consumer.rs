@@ -36,6 +36,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use super::committer::{CommitRequest, CommitSink, Committer};
 use super::health::Health;
 use super::progress::PartitionProgress;
+use super::settings::create_client;
 use super::worker::{self, WorkerHandle, WorkerShared};
 use super::{RunOptions, rdkafka_log};
 use crate::sandbox::LoadedPlugin;
@@ -139,10 +140,9 @@ impl PluginContext {
             self.shared.commits.clone(),
             self.health.clone(),
         ));
-        let queue = self
-            .consumer
-            .get()
-            .and_then(Weak::upgrade)
+        let weak = self.consumer.get().cloned().unwrap_or_default();
+        let queue = weak
+            .upgrade()
             .and_then(|consumer| consumer.split_partition_queue(&key.0, key.1));
         let Some(queue) = queue else {
             // Without its own queue the partition's messages would go unread: say so, never skip.
@@ -152,7 +152,13 @@ impl PluginContext {
             );
             return;
         };
-        match worker::spawn(self.versions.clone(), progress, self.shared.clone(), queue) {
+        match worker::spawn(
+            self.versions.clone(),
+            progress,
+            self.shared.clone(),
+            queue,
+            weak,
+        ) {
             Ok(worker) => {
                 self.table().insert(
                     key,
@@ -290,13 +296,14 @@ impl PluginConsumer {
             consumer: OnceLock::new(),
             partitions: Mutex::new(HashMap::new()),
         };
-        let mut config = options.kafka.consumer_config(&name, &manifest.group_id);
-        if config.get("queued.min.messages").is_none() {
-            config.set("queued.min.messages", options.queue_depth.to_string());
-        }
-        let consumer: BaseConsumer<PluginContext> = config
-            .create_with_context(context)
-            .with_context(|| format!("plugin {name}: creating its consumer"))?;
+        let config = options
+            .kafka
+            .consumer_config(&name, &manifest.group_id, options.queue_depth);
+        let consumer: BaseConsumer<PluginContext> = create_client(
+            &config,
+            context,
+            &format!("plugin {name}: creating its consumer"),
+        )?;
         let consumer = Arc::new(consumer);
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = manifest.input_topics.iter().map(String::as_str).collect();

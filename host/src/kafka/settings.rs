@@ -1,10 +1,12 @@
 //! librdkafka client settings: what kp sets itself, and why, plus the user's pass-through
-//! properties (`-X key=value`, or `[kafka]` in the config file), so SASL/TLS clusters work.
+//! properties (`-X key=value`, or `[kafka]` in the config file), so TLS and SASL clusters work.
 //!
 //! Consumer, set by kp (the commit rule depends on them; a user value for these is refused):
-//! - `enable.auto.commit=false`: kp commits, and only what is finished.
-//! - `enable.auto.offset.store=false`: nothing becomes committable behind kp's back.
+//! - `enable.auto.commit=false` (alias `auto.commit.enable`): kp commits, and only what is finished.
+//! - `enable.auto.offset.store=false`, `offset.store.method` left at `broker`: nothing becomes
+//!   committable behind kp's back, and offsets live in the group, nowhere else.
 //! - `group.id`: from the plugin manifest.
+//! - `queued.min.messages`: from `--queue-depth` (kp's backpressure bound per partition).
 //!
 //! Consumer defaults the user may override:
 //! - `auto.offset.reset=earliest`: a new group starts at the beginning; nothing is skipped.
@@ -14,15 +16,32 @@
 //! - `fetch.queue.backoff.ms=10`: librdkafka's default (1000) stalls a partition's fetching for a
 //!   second each time its prefetch queue fills, which cut kp's throughput by two thirds.
 //!
+//! Producer: refused unless they keep an acknowledged output durable and unique:
+//! - `acks` (alias `request.required.acks`) other than `all`/`-1`: an output acknowledged by one
+//!   replica can vanish in a leader change after its input was committed.
+//! - `enable.idempotence=false`, unless the operator accepts duplicates (`--accept-duplicates`):
+//!   a retried send could then write an output twice or out of order.
+//!
 //! Producer defaults the user may override:
 //! - `enable.idempotence=true`: retries neither duplicate nor reorder outputs.
 //! - `partitioner=murmur2_random`: keyed outputs land on the partition a Java client would choose.
 //! - `linger.ms=5`: small batches without adding noticeable latency.
+//!
+//! Refused for every client, because they make librdkafka load or run code chosen by whoever
+//! writes the configuration: `plugin.library.paths`, `ssl.engine.location`, `ssl.providers`,
+//! `sasl.kerberos.kinit.cmd`.
+//!
+//! Values are secrets often: a value written `${env:NAME}` or `${file:PATH}` is read from that
+//! environment variable or file ([`resolve_reference`]), and no message kp writes about a
+//! property ever contains its value (refusals name the key; librdkafka's own refusals are
+//! redacted by [`create_client`]).
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rdkafka::ClientConfig;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::error::KafkaError;
 
 /// Which consumer group protocol to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -35,8 +54,27 @@ pub enum GroupProtocol {
     Consumer,
 }
 
-/// Properties that would break kp's commit rule if a user changed them.
-const KP_OWNED: &[&str] = &["enable.auto.commit", "enable.auto.offset.store", "group.id"];
+/// Consumer properties that would break kp's commit rule if a user changed them.
+const KP_OWNED: &[&str] = &[
+    "enable.auto.commit",
+    "auto.commit.enable",
+    "enable.auto.offset.store",
+    "offset.store.method",
+    "group.id",
+    "queued.min.messages",
+];
+
+/// Properties that make librdkafka load a library or run a command.
+const LOADS_CODE: &[&str] = &[
+    "plugin.library.paths",
+    "ssl.engine.location",
+    "ssl.providers",
+    "sasl.kerberos.kinit.cmd",
+];
+
+/// Producer properties whose only safe value is `all` (an output acknowledged by the leader
+/// alone can be lost after its input's offset was committed).
+const ACKS: &[&str] = &["acks", "request.required.acks"];
 
 /// Properties librdkafka refuses under `group.protocol=consumer` (the broker owns them there).
 const CLASSIC_ONLY: &[&str] = &[
@@ -58,19 +96,37 @@ pub struct KafkaSettings {
     pub consumer: BTreeMap<String, String>,
     /// Pass-through properties for the producer only.
     pub producer: BTreeMap<String, String>,
+    /// The operator accepts that a retried send may write an output twice: only then may the
+    /// producer run without idempotence (`--accept-duplicates`).
+    pub accept_duplicates: bool,
 }
 
 impl KafkaSettings {
-    /// Refuses settings that cannot work, with a message naming the property.
+    /// Refuses settings that cannot work or would break the commit rule, with a message naming
+    /// the property (never its value).
     pub fn validate(&self) -> Result<()> {
         if self.brokers.trim().is_empty() {
             bail!("no brokers given (use --brokers HOST:PORT, or `kp dev` for an embedded broker)");
         }
-        for (key, value) in self.common.iter().chain(self.consumer.iter()) {
+        let every = self
+            .common
+            .iter()
+            .chain(&self.consumer)
+            .chain(&self.producer);
+        for (key, _) in every {
+            if LOADS_CODE.contains(&key.as_str()) {
+                bail!(
+                    "the Kafka property {key} cannot be set: it makes librdkafka load or run code \
+                     named by the configuration, which kp does not allow"
+                );
+            }
+        }
+        for (key, _) in self.common.iter().chain(&self.consumer) {
             if KP_OWNED.contains(&key.as_str()) {
                 bail!(
-                    "the Kafka property {key}={value} cannot be set: kp sets it itself \
-                     (offsets are committed only once the handler has finished with a message)"
+                    "the Kafka property {key} cannot be set: kp sets it itself \
+                     (offsets are committed only once the handler has finished with a message; \
+                     queue depth: --queue-depth)"
                 );
             }
             if self.group_protocol == GroupProtocol::Consumer
@@ -81,19 +137,54 @@ impl KafkaSettings {
                      --group-protocol consumer the broker decides it (set it broker-side, or drop it)"
                 );
             }
+            if key == "group.protocol" {
+                bail!(
+                    "set the group protocol with --group-protocol, not the property group.protocol"
+                );
+            }
         }
-        if let Some(p) = self
-            .common
-            .get("group.protocol")
-            .or(self.consumer.get("group.protocol"))
-        {
-            bail!("set the group protocol with --group-protocol, not group.protocol={p}");
+        for (key, value) in self.common.iter().chain(&self.producer) {
+            if ACKS.contains(&key.as_str()) && !matches!(value.trim(), "all" | "-1") {
+                bail!(
+                    "the Kafka property {key} must be all (or -1), or left unset: kp commits an \
+                     input once its outputs are acknowledged, and an output acknowledged by the \
+                     leader alone can be lost when the leader changes"
+                );
+            }
+            if key == "enable.idempotence"
+                && !self.accept_duplicates
+                && !matches!(value.trim(), "true" | "1")
+            {
+                bail!(
+                    "the Kafka property enable.idempotence can be turned off only with \
+                     --accept-duplicates (accept-duplicates = true in the config file): without \
+                     it a retried send can write an output twice or out of order"
+                );
+            }
         }
         Ok(())
     }
 
-    /// The configuration of a plugin's consumer.
-    pub fn consumer_config(&self, plugin: &str, group_id: &str) -> ClientConfig {
+    /// Replaces every `${env:NAME}` and `${file:PATH}` value by what it names.
+    pub fn resolve_references(&mut self) -> Result<()> {
+        for map in [&mut self.common, &mut self.consumer, &mut self.producer] {
+            for (key, value) in map.iter_mut() {
+                if let Some(resolved) = resolve_reference(key, value)? {
+                    *value = resolved;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of a plugin's consumer, reading at most `queue_depth` messages ahead
+    /// per partition.
+    pub fn consumer_config(
+        &self,
+        plugin: &str,
+        group_id: &str,
+        queue_depth: usize,
+    ) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -117,7 +208,8 @@ impl KafkaSettings {
         config
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
+            .set("enable.auto.offset.store", "false")
+            .set("queued.min.messages", queue_depth.to_string());
         config
     }
 
@@ -153,7 +245,89 @@ impl KafkaSettings {
 pub fn parse_property(arg: &str) -> Result<(String, String)> {
     match arg.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => bail!("expected a Kafka property as key=value, got {arg:?}"),
+        _ => bail!("expected a Kafka property as key=value, got an argument without a key or '='"),
+    }
+}
+
+/// True for keys whose values are usually secrets (passwords, client secrets, private keys),
+/// which should not be written on a command line or in a world-readable file.
+pub fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    (key.contains("password") || key.contains("secret") || key.contains(".key"))
+        && !key.ends_with(".location")
+}
+
+/// True when a value is read from elsewhere (`${env:..}` or `${file:..}`) rather than written.
+pub fn is_reference(value: &str) -> bool {
+    value.starts_with("${env:") || value.starts_with("${file:")
+}
+
+/// Reads a property value given as a reference: `${env:NAME}` (the environment variable NAME)
+/// or `${file:PATH}` (the whole file, without one trailing newline). `$${...}` stands for the
+/// literal text `${...}`. `None` when the value is written out as it is. Errors name the key and
+/// the variable or file, never a value.
+pub fn resolve_reference(key: &str, value: &str) -> Result<Option<String>> {
+    if let Some(literal) = value.strip_prefix("$${") {
+        return Ok(Some(format!("${{{literal}")));
+    }
+    let Some(inner) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+        return Ok(None);
+    };
+    if let Some(name) = inner.strip_prefix("env:") {
+        let resolved = std::env::var(name).map_err(|e| match e {
+            std::env::VarError::NotPresent => anyhow::anyhow!(
+                "Kafka property {key}: the environment variable {name} (named by ${{env:{name}}}) is not set"
+            ),
+            std::env::VarError::NotUnicode(_) => anyhow::anyhow!(
+                "Kafka property {key}: the environment variable {name} is not valid UTF-8"
+            ),
+        })?;
+        return Ok(Some(resolved));
+    }
+    if let Some(path) = inner.strip_prefix("file:") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("Kafka property {key}: reading the file {path}"))?;
+        let text = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        return Ok(Some(text.to_string()));
+    }
+    bail!(
+        "Kafka property {key}: a value starting with ${{ must be ${{env:NAME}} or ${{file:PATH}} \
+         (write $${{ for a literal ${{)"
+    )
+}
+
+/// Creates a librdkafka client. librdkafka's refusal of a property quotes its value, which may be
+/// a password: the error kp returns names the property and says why, with the value hidden.
+pub fn create_client<T, C>(config: &ClientConfig, context: C, what: &str) -> Result<T>
+where
+    T: FromClientConfigAndContext<C>,
+    C: rdkafka::ClientContext,
+{
+    T::from_config_and_context(config, context).map_err(|e| match e {
+        KafkaError::ClientConfig(_, description, key, value) => {
+            let description = redact(&description, &key, &value);
+            anyhow::anyhow!(
+                "{what}: the Kafka property {key} is refused by librdkafka: {description}"
+            )
+        }
+        other => anyhow::Error::new(other).context(what.to_string()),
+    })
+}
+
+/// `text` with `value` hidden: where librdkafka quotes it, and anywhere for a secret-looking key
+/// or a value long enough not to hide ordinary words.
+fn redact(text: &str, key: &str, value: &str) -> String {
+    if value.is_empty() {
+        return text.to_string();
+    }
+    let text = text.replace(&format!("\"{value}\""), "(value hidden)");
+    if looks_secret(key) || value.len() >= 4 {
+        text.replace(value, "(value hidden)")
+    } else {
+        text
     }
 }
 
@@ -203,7 +377,8 @@ mod tests {
         let mut s = settings();
         s.common
             .insert("security.protocol".into(), "SASL_SSL".into());
-        let c = s.consumer_config("up", "kp-up");
+        let c = s.consumer_config("up", "kp-up", 500);
+        assert_eq!(c.get("queued.min.messages"), Some("500"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("group.id"), Some("kp-up"));
@@ -213,9 +388,131 @@ mod tests {
             Some("cooperative-sticky")
         );
         s.group_protocol = GroupProtocol::Consumer;
-        let c = s.consumer_config("up", "kp-up");
+        let c = s.consumer_config("up", "kp-up", 500);
         assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("group.protocol"), Some("consumer"));
+    }
+
+    fn refusal(key: &str, value: &str, producer: bool) -> Option<String> {
+        let mut s = settings();
+        let map = if producer {
+            &mut s.producer
+        } else {
+            &mut s.common
+        };
+        map.insert(key.into(), value.into());
+        s.validate().err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn properties_that_load_code_are_refused_without_their_value() {
+        for key in LOADS_CODE {
+            let why = refusal(key, "/tmp/evil-hunter2.so", true).expect("refused");
+            assert!(
+                why.contains(key) && why.contains("load or run code"),
+                "{why}"
+            );
+            assert!(!why.contains("hunter2"), "{why}");
+        }
+    }
+
+    #[test]
+    fn producer_settings_that_lose_or_duplicate_outputs_are_refused() {
+        for acks in ["1", "0"] {
+            let why = refusal("acks", acks, true).expect("refused");
+            assert!(why.contains("acks") && why.contains("all"), "{why}");
+            assert!(refusal("request.required.acks", acks, false).is_some());
+        }
+        assert!(refusal("acks", "all", true).is_none());
+        assert!(refusal("acks", "-1", false).is_none());
+        let why = refusal("enable.idempotence", "false", true).expect("refused");
+        assert!(why.contains("--accept-duplicates"), "{why}");
+        assert!(refusal("enable.idempotence", "true", true).is_none());
+        let mut s = settings();
+        s.accept_duplicates = true;
+        s.producer
+            .insert("enable.idempotence".into(), "false".into());
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn kp_owned_refusals_never_quote_the_value() {
+        let why = refusal("enable.auto.commit", "hunter2-secret", false).expect("refused");
+        assert!(!why.contains("hunter2"), "{why}");
+        let why = refusal("offset.store.method", "file", false).expect("refused");
+        assert!(why.contains("offset.store.method"), "{why}");
+    }
+
+    #[test]
+    fn references_read_the_environment_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let reference = format!("${{file:{}}}", file.display());
+        assert_eq!(
+            resolve_reference("sasl.password", &reference).unwrap(),
+            Some("s3cret".into())
+        );
+        assert_eq!(resolve_reference("k", "plain").unwrap(), None);
+        assert_eq!(
+            resolve_reference("k", "$${env:X}").unwrap(),
+            Some("${env:X}".into())
+        );
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(resolve_reference("k", "${env:PATH}").unwrap(), Some(path));
+        let missing = resolve_reference("sasl.password", "${env:KP_SURELY_UNSET_VARIABLE}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("sasl.password") && missing.contains("KP_SURELY_UNSET_VARIABLE"),
+            "{missing}"
+        );
+        assert!(resolve_reference("k", "${vault:x}").is_err());
+        let unreadable = format!(
+            "{:#}",
+            resolve_reference("k", "${file:/nonexistent/pw}").unwrap_err()
+        );
+        assert!(unreadable.contains("/nonexistent/pw"), "{unreadable}");
+    }
+
+    #[test]
+    fn secret_looking_keys() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+            "ssl.keystore.password",
+        ] {
+            assert!(looks_secret(key), "{key}");
+        }
+        for key in [
+            "sasl.username",
+            "ssl.key.location",
+            "ssl.ca.location",
+            "acks",
+        ] {
+            assert!(!looks_secret(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn librdkafka_refusals_hide_the_value() {
+        let mut config = ClientConfig::new();
+        config
+            .set("ssl.key.password", "hunter2")
+            .set("ssl.engine.id", "x")
+            .set("socket.timeout.ms", "not-a-number-hunter2");
+        let err = create_client::<rdkafka::producer::BaseProducer, _>(
+            &config,
+            rdkafka::producer::DefaultProducerContext,
+            "creating the producer",
+        )
+        .err()
+        .expect("refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("socket.timeout.ms"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

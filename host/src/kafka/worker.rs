@@ -7,6 +7,12 @@
 //!
 //! Backpressure is librdkafka's own: a worker polls only when it is ready for the next message,
 //! and librdkafka stops fetching a partition whose queue holds `queued.min.messages`.
+//!
+//! An error read from the partition's queue instead of a message means librdkafka cannot hand
+//! out the next record. It does not move past it by itself, so without a decision the partition
+//! would stall silently. [`ConsumeErrors`] decides: a batch that cannot be decoded (corrupt,
+//! unknown codec) halts the partition at once; any other error halts it once it has repeated,
+//! with no message in between, for [`REPEATED_ERROR_HALTS_AFTER`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +22,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
-use rdkafka::consumer::ConsumerContext;
+use std::sync::Weak;
+
 use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::CommitMode;
 use super::committer::CommitSink;
@@ -62,6 +72,13 @@ struct PartitionWorker<C: ConsumerContext> {
     refused: Option<Arc<LoadedPlugin>>,
     /// This partition's librdkafka queue.
     queue: PartitionQueue<C>,
+    /// The consumer, to look up the committed offset when the partition halts before its first
+    /// message (weak: the consumer's thread owns it and closes it at shutdown).
+    consumer: Weak<BaseConsumer<C>>,
+    /// The offset after the last message read: where the partition stands.
+    next_offset: Option<i64>,
+    /// Errors read from the queue since the last message.
+    errors: ConsumeErrors,
     stop: Arc<AtomicBool>,
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
@@ -75,6 +92,7 @@ pub fn spawn<C: ConsumerContext + 'static>(
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
     queue: PartitionQueue<C>,
+    consumer: Weak<BaseConsumer<C>>,
 ) -> Result<WorkerHandle> {
     let (alive, exited) = crossbeam_channel::bounded(0);
     let stop = Arc::new(AtomicBool::new(false));
@@ -82,6 +100,9 @@ pub fn spawn<C: ConsumerContext + 'static>(
         versions,
         refused: None,
         queue,
+        consumer,
+        next_offset: None,
+        errors: ConsumeErrors::default(),
         stop: stop.clone(),
         progress: progress.clone(),
         shared,
@@ -104,19 +125,57 @@ pub fn spawn<C: ConsumerContext + 'static>(
 }
 
 impl<C: ConsumerContext> PartitionWorker<C> {
-    /// The next message, or `None` once the worker is told to stop.
-    fn next(&self) -> Option<Message> {
+    /// The next message, or `None` once the worker is told to stop or the partition halted on
+    /// an error it cannot read past.
+    fn next(&mut self) -> Option<Message> {
         while !self.stop.load(Ordering::Acquire) {
             match self.queue.poll(POLL_SLICE) {
-                Some(Ok(m)) => return Some(to_message(&m)),
-                Some(Err(e)) => tracing::warn!(
-                    plugin = %self.progress.plugin, topic = %self.progress.topic,
-                    partition = self.progress.partition, "consumer error: {e}"
-                ),
+                Some(Ok(m)) => {
+                    self.errors.clear();
+                    self.next_offset = Some(m.offset() + 1);
+                    return Some(to_message(&m));
+                }
+                Some(Err(error)) => {
+                    if let Some(reason) = self.errors.record(&error, Instant::now()) {
+                        let offset = self.position();
+                        self.progress.fail(offset, reason);
+                        return None;
+                    }
+                    tracing::warn!(
+                        plugin = %self.progress.plugin, topic = %self.progress.topic,
+                        partition = self.progress.partition, "consumer error: {error}"
+                    );
+                }
                 None => {}
             }
         }
         None
+    }
+
+    /// The offset of the next record: one past the last message read, or, before the first, the
+    /// group's committed offset (-1 when even that cannot be had).
+    fn position(&self) -> i64 {
+        if let Some(next) = self.next_offset {
+            return next;
+        }
+        let Some(consumer) = self.consumer.upgrade() else {
+            return -1;
+        };
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition(&self.progress.topic, self.progress.partition);
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .ok()
+            .and_then(|got| {
+                let offset = got.elements().first().map(|e| e.offset());
+                drop(got); // before the consumer handle (see field-notes: librdkafka hangs otherwise)
+                offset
+            });
+        drop(consumer);
+        match committed {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        }
     }
 
     fn run(mut self) {
@@ -334,6 +393,69 @@ impl<C: ConsumerContext> PartitionWorker<C> {
     }
 }
 
+/// How long an error must repeat on a partition, with no message in between, before the
+/// partition halts. librdkafka retries fetches by itself; an error that outlasts this is not
+/// going away without someone's help, and a halt says so where a warning every few hundred
+/// milliseconds would scroll by.
+pub const REPEATED_ERROR_HALTS_AFTER: Duration = Duration::from_secs(30);
+
+/// Errors that mean the data at the partition's position cannot be read by this client, ever:
+/// the partition halts at the first one.
+const UNREADABLE: &[RDKafkaErrorCode] = &[
+    RDKafkaErrorCode::BadCompression, // a batch that does not decompress
+    RDKafkaErrorCode::NotImplemented, // a codec this build does not have
+    RDKafkaErrorCode::UnsupportedCompressionType, // the broker says the same
+    RDKafkaErrorCode::BadMessage,     // a batch librdkafka cannot parse
+    RDKafkaErrorCode::InvalidMessage, // a CRC mismatch (with check.crcs=true)
+    RDKafkaErrorCode::InvalidRecord,
+    RDKafkaErrorCode::AutoOffsetReset, // auto.offset.reset=error and no offset
+];
+
+/// The errors a partition's queue delivered since its last message, and the decision to halt.
+#[derive(Debug, Default)]
+pub struct ConsumeErrors {
+    /// The error that keeps coming, when it started, and how often it came.
+    repeating: Option<(String, Instant, u32)>,
+}
+
+impl ConsumeErrors {
+    /// A message arrived: the partition moves.
+    pub fn clear(&mut self) {
+        self.repeating = None;
+    }
+
+    /// Records an error read at `now`; returns the halt reason when the partition must halt.
+    pub fn record(&mut self, error: &KafkaError, now: Instant) -> Option<String> {
+        if error
+            .rdkafka_error_code()
+            .is_some_and(|code| UNREADABLE.contains(&code))
+        {
+            return Some(format!(
+                "the next record batch cannot be read: {error} (a corrupt batch, or a \
+                 compression codec this build lacks: `kp version` lists its codecs)"
+            ));
+        }
+        let text = error.to_string();
+        match &mut self.repeating {
+            Some((same, since, count)) if *same == text => {
+                *count += 1;
+                let lasted = now.saturating_duration_since(*since);
+                (lasted >= REPEATED_ERROR_HALTS_AFTER).then(|| {
+                    format!(
+                        "the consumer error \"{text}\" repeated {count} times over {}s with no \
+                         message in between",
+                        lasted.as_secs()
+                    )
+                })
+            }
+            _ => {
+                self.repeating = Some((text, now, 1));
+                None
+            }
+        }
+    }
+}
+
 /// Copies a polled record into the WIT message type (a Kafka header with a null value becomes an
 /// empty value: the contract has no null header values).
 pub fn to_message(m: &BorrowedMessage<'_>) -> Message {
@@ -420,5 +542,57 @@ pub fn dead_letter(
         value: message.value.clone(),
         headers,
         partition: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumption(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::MessageConsumption(code)
+    }
+
+    #[test]
+    fn an_unreadable_batch_halts_at_once() {
+        let mut errors = ConsumeErrors::default();
+        for code in [
+            RDKafkaErrorCode::BadCompression,
+            RDKafkaErrorCode::NotImplemented,
+        ] {
+            let reason = errors
+                .record(&consumption(code), Instant::now())
+                .expect("halts");
+            assert!(reason.contains("cannot be read"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn other_errors_halt_only_when_they_persist() {
+        let mut errors = ConsumeErrors::default();
+        let start = Instant::now();
+        let error = consumption(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(errors.record(&error, start).is_none());
+        assert!(
+            errors
+                .record(&error, start + Duration::from_secs(10))
+                .is_none()
+        );
+        // A message in between: the count starts again.
+        errors.clear();
+        let later = start + REPEATED_ERROR_HALTS_AFTER;
+        assert!(errors.record(&error, later).is_none());
+        // A different error: starts again too.
+        let other = consumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(errors.record(&other, later).is_none());
+        assert!(
+            errors
+                .record(&other, later + REPEATED_ERROR_HALTS_AFTER / 2)
+                .is_none()
+        );
+        let reason = errors
+            .record(&other, later + REPEATED_ERROR_HALTS_AFTER)
+            .expect("halts once it has lasted");
+        assert!(reason.contains("repeated 3 times"), "{reason}");
     }
 }
