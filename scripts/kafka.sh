@@ -6,6 +6,8 @@
 #   SASL_SSL   127.0.0.1:PORT+3   TLS + SASL: SCRAM-SHA-512 (user kp, created at format time),
 #                                 PLAIN (user kp-plain), OAUTHBEARER (unsecured JWTs: test only)
 #   MTLS       127.0.0.1:PORT+4   TLS with a client certificate required (mutual TLS)
+#   PROXIED    127.0.0.1:PORT+6   plaintext, advertised as 127.0.0.1:PORT+5, where a test runs a TCP
+#                                 proxy it can cut: a broker outage for one client only
 # (PORT+1 is the KRaft controller.) The CA, the server's keystore, a client certificate and a second,
 # unrelated CA (for "wrong CA" tests) are written to $KP_KAFKA_DIR/tls; the listeners' addresses and
 # the test credentials to $KP_KAFKA_DIR/listeners.env, which the tests read.
@@ -27,6 +29,8 @@ controller_port=$((port + 1))
 ssl_port=$((port + 2))
 sasl_port=$((port + 3))
 mtls_port=$((port + 4))
+proxy_port=$((port + 5))
+proxied_port=$((port + 6))
 tls=$dir/tls
 # Test credentials, nothing else: this broker listens on loopback only.
 store_password=kp-test-store
@@ -85,6 +89,8 @@ KP_KAFKA_PLAINTEXT=127.0.0.1:$port
 KP_KAFKA_SSL=127.0.0.1:$ssl_port
 KP_KAFKA_SASL_SSL=127.0.0.1:$sasl_port
 KP_KAFKA_MTLS=127.0.0.1:$mtls_port
+KP_KAFKA_PROXY=127.0.0.1:$proxy_port
+KP_KAFKA_PROXIED=127.0.0.1:$proxied_port
 KP_KAFKA_TLS_DIR=$tls
 KP_KAFKA_SCRAM_USER=$scram_user
 KP_KAFKA_SCRAM_PASSWORD=$scram_password
@@ -95,10 +101,10 @@ ENV
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_port,MTLS://127.0.0.1:$mtls_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_port,MTLS://127.0.0.1:$mtls_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_port,MTLS://127.0.0.1:$mtls_port,PROXIED://127.0.0.1:$proxied_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SSL://127.0.0.1:$ssl_port,SASL_SSL://127.0.0.1:$sasl_port,MTLS://127.0.0.1:$mtls_port,PROXIED://127.0.0.1:$proxy_port
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,MTLS:SSL
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,MTLS:SSL,PROXIED:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$tls/server.p12

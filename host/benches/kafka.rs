@@ -234,8 +234,8 @@ fn kp_run(
                 ..Default::default()
             },
             commit_mode: mode,
-            drain_timeout: Duration::from_secs(30),
-            queue_depth: env_num("KP_BENCH_QUEUE_DEPTH", 10_000),
+            queue_depth: env_num("KP_BENCH_QUEUE_DEPTH", kp::kafka::DEFAULT_QUEUE_DEPTH),
+            ..Default::default()
         },
         sandbox: SandboxConfig {
             cache_dir: None,

@@ -88,8 +88,7 @@ fn main() {
                 ..Default::default()
             },
             commit_mode: CommitMode::Eager,
-            drain_timeout: Duration::from_secs(30),
-            queue_depth: 10_000,
+            ..Default::default()
         },
         sandbox: SandboxConfig {
             cache_dir: Some(cache.path().into()),

@@ -8,6 +8,8 @@
 //! drain-timeout-ms = 30000
 //! queue-depth = 10000
 //! accept-duplicates = false      # true lets the producer run without idempotence
+//! instance-id = "kp-1"           # static group membership (fast restarts); unset by default
+//! max-uncommitted = 5000         # per partition: handled but not yet committed, at most
 //!
 //! [kafka]                        # librdkafka properties for every client
 //! "security.protocol" = "SASL_SSL"
@@ -40,6 +42,8 @@ pub struct FileConfig {
     pub queue_depth: Option<usize>,
     /// Lets the producer run without idempotence (`--accept-duplicates`).
     pub accept_duplicates: Option<bool>,
+    pub instance_id: Option<String>,
+    pub max_uncommitted: Option<u64>,
     #[serde(default)]
     pub kafka: BTreeMap<String, toml::Value>,
     #[serde(default)]

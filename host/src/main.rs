@@ -116,6 +116,15 @@ struct EngineArgs {
     /// Messages librdkafka keeps queued per partition before it stops fetching it [default: 10000].
     #[arg(long)]
     queue_depth: Option<usize>,
+    /// At most this many messages per partition handled but not yet committed: what a crash can
+    /// make kp handle again [default: 5000].
+    #[arg(long)]
+    max_uncommitted: Option<u64>,
+    /// A name for this kp that stays the same across restarts (a pod or host name): makes each
+    /// plugin's consumer a static group member, so a restart within the session timeout gets
+    /// its partitions back at once. Must differ between kp processes sharing a plugin.
+    #[arg(long, env = "KP_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// Do not follow changes to the plugins folder (no hot reload).
     #[arg(long)]
     no_watch: bool,
@@ -158,10 +167,19 @@ impl EngineArgs {
             consumer: property_strings(&file.kafka_consumer)?,
             producer: property_strings(&file.kafka_producer)?,
             accept_duplicates: self.accept_duplicates || file.accept_duplicates.unwrap_or(false),
+            instance_id: self.instance_id.or(file.instance_id),
         };
         kafka.resolve_references()?;
-        let queue_depth = self.queue_depth.or(file.queue_depth).unwrap_or(10_000);
+        let queue_depth = self
+            .queue_depth
+            .or(file.queue_depth)
+            .unwrap_or(kp::kafka::DEFAULT_QUEUE_DEPTH);
         anyhow::ensure!(queue_depth >= 2, "--queue-depth must be at least 2");
+        let max_uncommitted = self
+            .max_uncommitted
+            .or(file.max_uncommitted)
+            .unwrap_or(kp::kafka::DEFAULT_MAX_UNCOMMITTED);
+        anyhow::ensure!(max_uncommitted >= 1, "--max-uncommitted must be at least 1");
         Ok(RunConfig {
             plugins_dir: plugins,
             options: RunOptions {
@@ -170,12 +188,13 @@ impl EngineArgs {
                     .commit_mode
                     .or(file.commit_mode.map(Into::into))
                     .unwrap_or_default(),
-                drain_timeout: Duration::from_millis(
-                    self.drain_timeout_ms
-                        .or(file.drain_timeout_ms)
-                        .unwrap_or(30_000),
-                ),
+                drain_timeout: self
+                    .drain_timeout_ms
+                    .or(file.drain_timeout_ms)
+                    .map(Duration::from_millis)
+                    .unwrap_or(kp::kafka::DEFAULT_DRAIN_TIMEOUT),
                 queue_depth,
+                max_uncommitted,
             },
             watch: !self.no_watch,
             status_file: self.status_file,

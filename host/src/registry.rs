@@ -52,22 +52,85 @@ pub struct PluginRegistry {
     pub status: StatusBoard,
 }
 
-/// The module files of a plugins folder: `*.wasm`, sorted, skipping hidden (temporary) files.
+/// The module names of a plugins folder: every `NAME.wasm` entry with a valid plugin name, sorted,
+/// skipping hidden (temporary) files. An entry may turn out not to be a usable file (a folder, a
+/// broken or looping link): [`module_file`] says.
 pub fn module_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+    Ok(scan(dir)?.0)
+}
+
+/// The folder's modules, and every other entry kp does not load, with the reason.
+fn scan(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let mut modules = Vec::new();
+    let mut ignored = Vec::new();
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading the plugins folder {}", dir.display()))?;
     for entry in entries {
         let path = entry?.path();
-        if plugin_of(&path).is_some()
-            && path.extension().is_some_and(|e| e == "wasm")
-            && path.is_file()
-        {
-            files.push(path);
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        if file.starts_with('.') {
+            continue; // temporary names used while writing: see the README's hot reload
+        }
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("wasm") if plugin_of(&path).is_some() => modules.push(path),
+            Some("wasm" | "toml") => ignored.push(format!(
+                "{}: not a plugin name (lowercase letters, digits, '-' and '_', starting with a letter)",
+                path.display()
+            )),
+            _ => ignored.push(format!(
+                "{}: not a module (NAME.wasm) or a manifest (NAME.toml)",
+                path.display()
+            )),
         }
     }
-    files.sort();
-    Ok(files)
+    let names: std::collections::BTreeSet<PathBuf> =
+        modules.iter().map(|m| m.with_extension("toml")).collect();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml")
+            && plugin_of(&path).is_some()
+            && !names.contains(&path)
+        {
+            ignored.push(format!(
+                "{}: a manifest without its module {}",
+                path.display(),
+                path.with_extension("wasm").display()
+            ));
+        }
+    }
+    modules.sort();
+    ignored.sort();
+    Ok((modules, ignored))
+}
+
+/// What a module path of the plugins folder is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ModuleFile {
+    /// Nothing there (deleted).
+    Absent,
+    /// A regular file (possibly through a link).
+    File,
+    /// Something kp cannot load, and why.
+    Unusable(String),
+}
+
+/// Looks at what is at `path` without reading it.
+pub fn module_file(path: &Path) -> ModuleFile {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => ModuleFile::File,
+        Ok(meta) if meta.is_dir() => {
+            ModuleFile::Unusable(format!("{} is a folder, not a module file", path.display()))
+        }
+        Ok(_) => ModuleFile::Unusable(format!(
+            "{} is not a regular file (a device, socket or pipe)",
+            path.display()
+        )),
+        Err(e) if std::fs::symlink_metadata(path).is_ok() => ModuleFile::Unusable(format!(
+            "{} is a link that cannot be followed: {e}",
+            path.display()
+        )),
+        Err(_) => ModuleFile::Absent,
+    }
 }
 
 /// The plugin a file of the plugins folder belongs to: `NAME` for `NAME.wasm` or `NAME.toml`;
@@ -121,9 +184,13 @@ impl PluginRegistry {
         self.running.keys().cloned().collect()
     }
 
-    /// Syncs every plugin of the folder (at start).
+    /// Syncs every plugin of the folder (at start), and says once what in it is not loaded.
     pub fn sync_all(&mut self) -> Result<()> {
-        for module in module_files(&self.dir)? {
+        let (modules, ignored) = scan(&self.dir)?;
+        for why in ignored {
+            tracing::warn!("plugins folder: ignored: {why}");
+        }
+        for module in modules {
             if let Some(name) = plugin_of(&module) {
                 self.sync(&name);
             }
@@ -134,14 +201,21 @@ impl PluginRegistry {
     /// Makes plugin `name` match its files.
     pub fn sync(&mut self, name: &str) {
         let module = self.dir.join(format!("{name}.wasm"));
-        if !module.is_file() {
-            if let Some(running) = self.running.remove(name) {
-                tracing::info!(plugin = name, "module removed: stopping the plugin");
-                running.consumer.request_stop();
-                running.consumer.join();
-                self.status.set(name, PluginState::Removed, None, None);
+        let file = module_file(&module);
+        match file {
+            ModuleFile::File => {}
+            ModuleFile::Absent => {
+                if self.stop_running(name) {
+                    self.status.set(name, PluginState::Removed, None, None);
+                }
+                return;
             }
-            return;
+            // What replaced the module cannot be loaded: the module is gone, as if deleted.
+            ModuleFile::Unusable(why) => {
+                self.stop_running(name);
+                self.refuse(name, why);
+                return;
+            }
         }
         let before = fingerprint(&module);
         let plugin = match self.sandbox.load(&module) {
@@ -242,6 +316,17 @@ impl PluginRegistry {
     }
 
     /// Records why a plugin (or a new version of it) was not started.
+    /// Stops plugin `name` if it runs (drain, commit, leave); true if it ran.
+    fn stop_running(&mut self, name: &str) -> bool {
+        let Some(running) = self.running.remove(name) else {
+            return false;
+        };
+        tracing::info!(plugin = name, "module removed: stopping the plugin");
+        running.consumer.request_stop();
+        running.consumer.join();
+        true
+    }
+
     fn refuse(&mut self, name: &str, why: String) {
         match self.running.get(name) {
             Some(running) => {

@@ -56,6 +56,20 @@ impl StatusBoard {
         self.board.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets or clears a running plugin's problem (for example a deleted input topic), keeping its
+    /// state and version.
+    pub fn set_problem(&self, name: &str, problem: Option<String>) {
+        let snapshot = {
+            let mut board = self.lock();
+            let Some(plugin) = board.plugins.get_mut(name) else {
+                return;
+            };
+            plugin.error = problem;
+            board.clone()
+        };
+        self.write(&snapshot);
+    }
+
     /// Replaces the list of halted partitions.
     pub fn set_halts(&self, halted: Vec<Halt>) {
         let snapshot = {

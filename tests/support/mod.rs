@@ -218,6 +218,55 @@ pub fn create_topic(name: &str, partitions: i32) {
     }
 }
 
+/// Deletes a topic and waits until the cluster no longer has it.
+pub fn delete_topic(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let results = runtime()
+        .block_on(admin.delete_topics(
+            &[name],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        ))
+        .unwrap();
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("deleting topic {t}: {e}"));
+    }
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = probe
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+            .unwrap();
+        if md
+            .topics()
+            .iter()
+            .all(|t| t.error().is_some() || t.partitions().is_empty())
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topic {name} was not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Creates a topic, retrying while a deletion of the same name is still being carried out.
+pub fn create_topic_again(name: &str, partitions: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = std::panic::catch_unwind(|| create_topic(name, partitions));
+        match attempt {
+            Ok(()) => return,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+}
+
 /// A record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rec {
@@ -500,6 +549,10 @@ pub struct Secured {
     pub ssl: String,
     pub sasl_ssl: String,
     pub mtls: String,
+    /// Where a [`Proxy`] must listen for the PROXIED listener (advertised there).
+    pub proxy: String,
+    /// The PROXIED listener itself, which the proxy forwards to.
+    pub proxied: String,
     pub tls_dir: PathBuf,
     pub scram_user: String,
     pub scram_password: String,
@@ -525,6 +578,8 @@ impl Secured {
             ssl: get("KP_KAFKA_SSL"),
             sasl_ssl: get("KP_KAFKA_SASL_SSL"),
             mtls: get("KP_KAFKA_MTLS"),
+            proxy: get("KP_KAFKA_PROXY"),
+            proxied: get("KP_KAFKA_PROXIED"),
             tls_dir: PathBuf::from(get("KP_KAFKA_TLS_DIR")),
             scram_user: get("KP_KAFKA_SCRAM_USER"),
             scram_password: get("KP_KAFKA_SCRAM_PASSWORD"),
@@ -534,6 +589,56 @@ impl Secured {
     /// A file of the TLS material (`ca.pem`, `other-ca.pem`, `client.pem`, `client.key`).
     pub fn tls(&self, file: &str) -> String {
         self.tls_dir.join(file).display().to_string()
+    }
+}
+
+/// A TCP proxy in front of the broker's PROXIED listener that a test can cut: every connection
+/// through it drops and new ones are refused for a while, as if the broker were down for the
+/// clients behind it (and only for them).
+pub struct Proxy {
+    cut_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(listen: &str, target: &str) -> Proxy {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind(listen)
+            .unwrap_or_else(|e| panic!("proxy on {listen}: {e} (one test at a time uses it)"));
+        let cut_until: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (cut, conns, target) = (cut_until.clone(), open.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if cut.lock().unwrap().is_some_and(|until| Instant::now() < until) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let mut list = conns.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { cut_until, open }
+    }
+
+    /// Drops every connection and refuses new ones for `outage`.
+    pub fn cut(&self, outage: Duration) {
+        *self.cut_until.lock().unwrap() = Some(Instant::now() + outage);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

@@ -8,8 +8,12 @@
 //!
 //! Every commit names its offsets explicitly (no "commit what was stored"), so what is committed
 //! is exactly what [`super::progress::PartitionProgress`] computed.
+//!
+//! A failed commit is retried, except for a topic that no longer exists: Kafka drops a deleted
+//! topic's committed offsets with it, and writing the old offset back once a topic of the same
+//! name is created again would skip the new topic's first records. Such offsets are dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread::JoinHandle;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Pause after a failed commit before trying again.
@@ -37,6 +42,7 @@ pub enum CommitRequest {
 
 /// The latest committable offset of one partition, written by its progress tracker and read by
 /// the committer.
+#[derive(Debug)]
 pub struct AdvanceSlot {
     topic: Arc<str>,
     partition: i32,
@@ -45,6 +51,9 @@ pub struct AdvanceSlot {
     /// True while an `Advance` for this slot waits in the channel: later advances only update
     /// `next`. The committer clears it *before* reading `next`, so no advance is ever missed.
     queued: AtomicBool,
+    /// The last offset the group has committed for this slot (`i64::MIN` until the first
+    /// commit), written by the committer, read by the worker to bound what is uncommitted.
+    pub committed: Arc<AtomicI64>,
 }
 
 impl AdvanceSlot {
@@ -54,6 +63,7 @@ impl AdvanceSlot {
             partition,
             next: AtomicI64::new(0),
             queued: AtomicBool::new(false),
+            committed: Arc::new(AtomicI64::new(i64::MIN)),
         })
     }
 
@@ -106,6 +116,8 @@ pub struct Committer {
 }
 
 type Key = (Arc<str>, i32);
+/// Offsets to commit, with the slot each came from (told once it is committed).
+type Pending = BTreeMap<Key, (i64, Arc<AdvanceSlot>)>;
 
 impl Committer {
     /// Starts committing for `consumer`, reading requests from `requests`.
@@ -143,7 +155,7 @@ fn commit_loop<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     requests: &Receiver<CommitRequest>,
 ) {
-    let mut pending: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut pending: Pending = BTreeMap::new();
     let mut waiters: Vec<Sender<Result<(), String>>> = Vec::new();
     let mut stopping = false;
     let mut last_failed = false;
@@ -171,13 +183,19 @@ fn commit_loop<C: ConsumerContext>(
         last_failed = result.is_err();
         match &result {
             Ok(()) => {
-                if !pending.is_empty() {
-                    tracing::debug!(plugin, offsets = ?pending, "committed");
+                for ((topic, partition), (next, slot)) in std::mem::take(&mut pending) {
+                    tracing::debug!(plugin, %topic, partition, offset = next, "committed");
+                    slot.committed.fetch_max(next, Ordering::SeqCst);
                 }
-                pending.clear();
             }
-            Err(e) => tracing::warn!(plugin, "commit failed, will retry: {e}"),
+            Err(e) => {
+                tracing::warn!(plugin, "commit failed, will retry: {e}");
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                    drop_deleted_topics(plugin, consumer, &mut pending);
+                }
+            }
         }
+        let result = result.map_err(|e| e.to_string());
         for waiter in waiters.drain(..) {
             let _ = waiter.send(result.clone());
         }
@@ -195,17 +213,21 @@ fn commit_loop<C: ConsumerContext>(
 
 fn absorb(
     request: CommitRequest,
-    pending: &mut BTreeMap<Key, i64>,
+    pending: &mut Pending,
     waiters: &mut Vec<Sender<Result<(), String>>>,
     stopping: &mut bool,
 ) {
     match request {
         CommitRequest::Advance(slot) => {
             let next = slot.take();
-            let offset = pending
+            let entry = pending
                 .entry((slot.topic.clone(), slot.partition))
-                .or_insert(next);
-            *offset = (*offset).max(next);
+                .or_insert_with(|| (next, slot.clone()));
+            if Arc::ptr_eq(&entry.1, &slot) {
+                entry.0 = entry.0.max(next);
+            } else {
+                *entry = (next, slot); // a new incarnation of the partition (see progress)
+            }
         }
         CommitRequest::Flush { reply } => waiters.push(reply),
         CommitRequest::Forget { topic, partition } => {
@@ -217,16 +239,45 @@ fn absorb(
 
 fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    pending: &BTreeMap<Key, i64>,
-) -> Result<(), String> {
+    pending: &Pending,
+) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::with_capacity(pending.len());
-    for ((topic, partition), next) in pending {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-            .map_err(|e| e.to_string())?;
+    for ((topic, partition), (next, _)) in pending {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
     }
-    let result = consumer
-        .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| e.to_string());
+    let result = consumer.commit(&tpl, CommitMode::Sync);
     drop(tpl);
     result
+}
+
+/// Drops the pending offsets of topics the cluster no longer has, saying so.
+fn drop_deleted_topics<C: ConsumerContext>(
+    plugin: &str,
+    consumer: &BaseConsumer<C>,
+    pending: &mut Pending,
+) {
+    let topics: BTreeSet<Arc<str>> = pending.keys().map(|(t, _)| t.clone()).collect();
+    for topic in topics {
+        let exists = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .map(|md| {
+                md.topics().iter().any(|t| {
+                    t.name() == &*topic && t.error().is_none() && !t.partitions().is_empty()
+                })
+            });
+        if let Ok(false) = exists {
+            pending.retain(|(t, partition), (next, _)| {
+                let keep = *t != topic;
+                if !keep {
+                    tracing::error!(
+                        plugin, topic = %t, partition, offset = *next,
+                        "the topic does not exist any more (deleted): its offset is not committed \
+                         (Kafka dropped the group's offsets with the topic; a topic created again \
+                         under this name starts from auto.offset.reset)"
+                    );
+                }
+                keep
+            });
+        }
+    }
 }

@@ -59,6 +59,13 @@ impl Health {
         }
     }
 
+    /// Shows (or, with `None`, clears) a plugin's problem in the status.
+    pub fn problem(&self, plugin: &str, problem: Option<String>) {
+        if let Some(status) = &self.status {
+            status.set_problem(plugin, problem);
+        }
+    }
+
     /// Every halt so far.
     pub fn halts(&self) -> Vec<Halt> {
         self.halts.lock().unwrap_or_else(|e| e.into_inner()).clone()

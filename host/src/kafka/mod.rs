@@ -36,6 +36,14 @@ pub enum CommitMode {
     Strict,
 }
 
+/// `--queue-depth`'s default.
+pub const DEFAULT_QUEUE_DEPTH: usize = 10_000;
+/// `--drain-timeout-ms`'s default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--max-uncommitted`'s default: at the project machine's commit round trip (a few ms) it does
+/// not slow a partition down, and it bounds what a crash makes kp handle again.
+pub const DEFAULT_MAX_UNCOMMITTED: u64 = 5_000;
+
 /// Options shared by every plugin consumer of one `kp run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -45,6 +53,21 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Messages librdkafka keeps queued per partition (`queued.min.messages`).
     pub queue_depth: usize,
+    /// At most this many messages of a partition are handled but not yet committed: the bound on
+    /// what is handled again after a crash. A worker that reaches it waits for the commit.
+    pub max_uncommitted: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            kafka: KafkaSettings::default(),
+            commit_mode: CommitMode::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            max_uncommitted: DEFAULT_MAX_UNCOMMITTED,
+        }
+    }
 }
 
 /// Sends a librdkafka log line to `tracing` at the matching level.

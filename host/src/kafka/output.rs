@@ -1,13 +1,25 @@
 //! Producing handler outputs. One idempotent producer serves every plugin; each record carries an
 //! [`AckToken`] naming the message it came from, and the delivery callback hands the broker's
 //! answer to that partition's [`PartitionProgress`].
+//!
+//! A failed output is one of two things ([`refused_for_good`]):
+//! - **refused for good**: the record itself cannot be written, now or later: larger than
+//!   `message.max.bytes` (the producer's or the topic's), a partition or topic that does not
+//!   exist, a topic name the broker rejects, a write the client is not authorized to make, a
+//!   record the broker calls invalid. That is the handler's doing, so the plugin's failure policy
+//!   applies to the input message (dead-letter, skip or halt).
+//! - anything else (the broker down, a leader moving, a timeout) is the cluster's, not the
+//!   message's. librdkafka retries it; kp sets `message.timeout.ms=0` (retry until delivered)
+//!   so an outage delays outputs and halts nothing. If an operator sets a finite
+//!   `message.timeout.ms` and it runs out, the partition halts (the output may or may not have
+//!   been written; kp cannot tell).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::message::{Header as KafkaHeader, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 
 use super::progress::PartitionProgress;
@@ -18,6 +30,8 @@ use crate::sandbox::Output;
 pub struct AckToken {
     pub progress: Arc<PartitionProgress>,
     pub offset: i64,
+    /// A dead-letter record: its refusal halts the partition (it is the last resort).
+    pub dead_letter: bool,
 }
 
 /// Routes delivery reports to partition progress, and librdkafka's log to `tracing`.
@@ -37,15 +51,43 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<AckToken>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Box<AckToken>) {
-        let outcome = match result {
-            Ok(_) => Ok(()),
-            Err((error, _)) => Err(error.to_string()),
-        };
-        token.progress.acked(token.offset, outcome);
+        match result {
+            Ok(_) => token.progress.acked(token.offset, Ok(())),
+            Err((error, record)) if !token.dead_letter && refused_for_good(error) => {
+                token.progress.refused(
+                    token.offset,
+                    format!("the output to {:?} was refused: {error}", record.topic()),
+                )
+            }
+            Err((error, _)) => token.progress.acked(token.offset, Err(error.to_string())),
+        }
     }
 }
 
 pub type OutputProducer = ThreadedProducer<DeliveryContext>;
+
+/// True when the broker (or librdkafka, before sending) refused a record for a reason that lies
+/// in the record: sending it again would fail again.
+pub fn refused_for_good(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    error.rdkafka_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            MessageSizeTooLarge
+                | MessageBatchTooLarge
+                | InvalidMessageSize
+                | InvalidMessage
+                | InvalidRecord
+                | UnknownPartition
+                | UnknownTopic
+                | UnknownTopicOrPartition
+                | InvalidTopic
+                | TopicAuthorizationFailed
+                | PolicyViolation
+                | InvalidArgument
+        )
+    })
+}
 
 /// Sends one output to `topic`. Waits (and retries) while librdkafka's queue is full; any other
 /// immediate error is returned (and the record's token is dropped unacknowledged).

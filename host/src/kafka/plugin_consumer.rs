@@ -19,7 +19,7 @@
 //! which leaves the group. A halted partition (its worker stopped on a failed message) is paused
 //! so librdkafka stops fetching it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -31,7 +31,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::committer::{CommitRequest, CommitSink, Committer};
 use super::health::Health;
@@ -200,6 +200,33 @@ impl PluginContext {
         }
     }
 
+    /// Moves the assigned partitions of `topic` (created again) to where `auto.offset.reset`
+    /// says a new topic starts.
+    fn restart_topic(&self, consumer: &BaseConsumer<Self>, topic: &str) {
+        let reset = self
+            .options
+            .kafka
+            .common
+            .get("auto.offset.reset")
+            .or(self.options.kafka.consumer.get("auto.offset.reset"))
+            .map(String::as_str);
+        let start = match reset {
+            Some("latest" | "largest" | "end") => Offset::End,
+            _ => Offset::Beginning,
+        };
+        let partitions: Vec<i32> = self
+            .table()
+            .keys()
+            .filter(|(t, _)| &**t == topic)
+            .map(|(_, p)| *p)
+            .collect();
+        for partition in partitions {
+            if let Err(e) = consumer.seek(topic, partition, start, Duration::from_secs(5)) {
+                tracing::warn!(plugin = %self.name, topic, partition, "could not move to the new topic's start: {e}");
+            }
+        }
+    }
+
     /// Stops the workers of `keys`, lets their in-flight messages finish, commits, and forgets
     /// them. Bounded by the drain timeout.
     fn drain(&self, keys: &[PartitionKey]) {
@@ -290,6 +317,7 @@ impl PluginConsumer {
                 producer,
                 commits: commits.clone(),
                 mode: options.commit_mode,
+                max_uncommitted: options.max_uncommitted,
             },
             health,
             options: options.clone(),
@@ -313,10 +341,11 @@ impl PluginConsumer {
         let committer = Committer::start(name.clone(), consumer.clone(), commits, commit_rx)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let watch = TopicWatch::new(manifest.input_topics.clone());
         let thread_name = name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kp-poll-{name}"))
-            .spawn(move || poll_loop(&thread_name, consumer, committer, &flag))
+            .spawn(move || poll_loop(&thread_name, consumer, committer, &flag, watch))
             .context("starting the consumer thread")?;
         tracing::info!(plugin = %name, version = %first.version(), group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
         Ok(PluginConsumer {
@@ -338,13 +367,75 @@ impl PluginConsumer {
     }
 }
 
+/// How often a consumer checks that its input topics still exist.
+const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Input topics that went missing, so a deletion and a re-creation are each said once.
+struct TopicWatch {
+    topics: Vec<String>,
+    missing: BTreeSet<String>,
+    next_check: Instant,
+}
+
+impl TopicWatch {
+    fn new(topics: Vec<String>) -> Self {
+        TopicWatch {
+            topics,
+            missing: BTreeSet::new(),
+            next_check: Instant::now() + TOPIC_CHECK_INTERVAL,
+        }
+    }
+
+    /// Every [`TOPIC_CHECK_INTERVAL`]: says when an input topic disappears (log and status) and
+    /// when it exists again. A topic that comes back is a new topic: its assigned partitions are
+    /// read from `auto.offset.reset` (librdkafka would otherwise keep reading at the old topic's
+    /// position, skipping the new topic's first records when it already has that many).
+    fn check(&mut self, name: &str, consumer: &BaseConsumer<PluginContext>) {
+        if Instant::now() < self.next_check {
+            return;
+        }
+        self.next_check = Instant::now() + TOPIC_CHECK_INTERVAL;
+        let context = consumer.context();
+        for topic in &self.topics {
+            let exists = match consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) {
+                Ok(md) => md.topics().iter().any(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                }),
+                Err(_) => continue, // the cluster did not answer: say nothing either way
+            };
+            if !exists && self.missing.insert(topic.clone()) {
+                tracing::error!(
+                    plugin = name, topic = %topic,
+                    "INPUT TOPIC DELETED: {topic} does not exist any more; the plugin waits for it \
+                     (a topic created again under this name is read from auto.offset.reset)"
+                );
+                context.health.problem(
+                    name,
+                    Some(format!("input topic {topic} does not exist (deleted?)")),
+                );
+            } else if exists && self.missing.remove(topic) {
+                tracing::warn!(
+                    plugin = name, topic = %topic,
+                    "input topic {topic} exists again: a new topic, read from auto.offset.reset"
+                );
+                context.restart_topic(consumer, topic);
+                if self.missing.is_empty() {
+                    context.health.problem(name, None);
+                }
+            }
+        }
+    }
+}
+
 fn poll_loop(
     name: &str,
     consumer: Arc<BaseConsumer<PluginContext>>,
     committer: Committer,
     stop: &AtomicBool,
+    mut watch: TopicWatch,
 ) {
     while !stop.load(Ordering::Acquire) {
+        watch.check(name, &consumer);
         // Serves rebalances and errors; messages arrive on the partitions' own queues.
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {

@@ -5,13 +5,27 @@
 //! message such that it and every earlier message are finished. `PartitionProgress` tracks the
 //! messages in flight in offset order and moves that offset forward, telling the committer each
 //! time it does. A failure freezes it: nothing at or after the failed message is ever committed.
+//!
+//! An output the broker refuses for good (too large, a partition or topic that does not exist, not
+//! authorized) is not the partition's failure but the message's: the message stays unfinished,
+//! and its worker applies the plugin's failure policy to it ([`PartitionProgress::take_refusals`],
+//! [`PartitionProgress::resolve_refusal`]). For a dead-letter policy the message itself is kept in
+//! flight until its outputs are acknowledged, so it can still be dead-lettered then.
+//!
+//! Offsets only grow within one incarnation of a partition. When a topic is deleted and created
+//! again (or its log truncated), [`PartitionProgress::restart`] starts a new one, so an offset of
+//! the old topic is never committed over the new one.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use arc_swap::ArcSwap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::committer::{AdvanceSlot, CommitSink};
 use super::health::{Halt, Health};
+use crate::sandbox::Message;
 
 /// One message whose outputs are not all acknowledged yet.
 #[derive(Debug)]
@@ -19,9 +33,33 @@ struct InFlight {
     offset: i64,
     /// Outputs sent and not yet acknowledged.
     unacked: u32,
+    /// The message, kept while a refused output could still send it to the dead-letter topic.
+    message: Option<Message>,
+    /// An output of this message was refused for good: it is not finished until the worker has
+    /// applied the failure policy.
+    refusal: Refusal,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
+enum Refusal {
+    #[default]
+    None,
+    /// Refused; the worker has not seen it yet.
+    Pending(String),
+    /// The worker is applying the policy.
+    Taken,
+}
+
+/// An output refused for good, handed to the worker: the policy applies to its message.
+#[derive(Debug)]
+pub struct RefusedOutput {
+    pub offset: i64,
+    pub reason: String,
+    /// The message, when it was kept (dead-letter policy).
+    pub message: Option<Message>,
+}
+
+#[derive(Debug)]
 struct State {
     /// Messages handed to the producer, in offset order.
     in_flight: VecDeque<InFlight>,
@@ -35,6 +73,9 @@ struct State {
     skipped: u64,
     /// Threads waiting on `changed`: notifying costs a system call, so it is skipped when none is.
     waiters: usize,
+    /// This incarnation's latest committable offset, as the committer reads it (replaced by
+    /// [`PartitionProgress::restart`]).
+    slot: Arc<AdvanceSlot>,
 }
 
 /// Finished-offset tracking for one assigned partition; shared by its worker (which registers
@@ -48,9 +89,13 @@ pub struct PartitionProgress {
     /// Signalled whenever `committable` moves or the partition fails.
     changed: Condvar,
     sink: CommitSink,
-    /// This partition's latest committable offset, as the committer reads it.
-    slot: Arc<AdvanceSlot>,
     health: Arc<Health>,
+    /// Set when an output was refused, so the worker's check between messages costs no lock.
+    refused: AtomicBool,
+    /// The group's committed offset of this incarnation, as the committer reports it.
+    committed: ArcSwap<AtomicI64>,
+    /// The first offset handled in this incarnation (`i64::MIN` before it).
+    first: AtomicI64,
 }
 
 impl PartitionProgress {
@@ -61,15 +106,26 @@ impl PartitionProgress {
         sink: CommitSink,
         health: Arc<Health>,
     ) -> Self {
+        let slot = AdvanceSlot::new(topic.clone(), partition);
         PartitionProgress {
-            slot: AdvanceSlot::new(topic.clone(), partition),
+            committed: ArcSwap::new(slot.committed.clone()),
+            first: AtomicI64::new(i64::MIN),
+            state: Mutex::new(State {
+                in_flight: VecDeque::new(),
+                committable: None,
+                failed_at: None,
+                detached: false,
+                skipped: 0,
+                waiters: 0,
+                slot,
+            }),
             plugin,
             topic,
             partition,
-            state: Mutex::default(),
             changed: Condvar::new(),
             sink,
             health,
+            refused: AtomicBool::new(false),
         }
     }
 
@@ -80,6 +136,15 @@ impl PartitionProgress {
     /// The handler returned for `offset` and `outputs` records are about to be sent.
     /// With no outputs the message is finished at once.
     pub fn handled(&self, offset: i64, outputs: u32) {
+        self.handled_keeping(offset, outputs, None);
+    }
+
+    /// [`Self::handled`], keeping `message` until its outputs are acknowledged (for a policy
+    /// that must still be able to dead-letter it).
+    pub fn handled_keeping(&self, offset: i64, outputs: u32, message: Option<Message>) {
+        if self.first.load(Ordering::Relaxed) == i64::MIN {
+            self.first.store(offset, Ordering::Relaxed); // only the worker writes it
+        }
         let mut state = self.lock();
         debug_assert!(
             state
@@ -90,6 +155,8 @@ impl PartitionProgress {
         state.in_flight.push_back(InFlight {
             offset,
             unacked: outputs,
+            message: if outputs > 0 { message } else { None },
+            refusal: Refusal::None,
         });
         self.advance(&mut state);
     }
@@ -105,6 +172,63 @@ impl PartitionProgress {
             );
             return;
         }
+        if let Some(entry) = Self::entry(&mut state, offset) {
+            entry.unacked = entry.unacked.saturating_sub(1);
+        }
+        self.advance(&mut state);
+    }
+
+    /// The broker refused one output of the message at `offset` for good: the message is not
+    /// finished until its worker has applied the failure policy to it.
+    pub fn refused(&self, offset: i64, reason: String) {
+        let mut state = self.lock();
+        if let Some(entry) = Self::entry(&mut state, offset) {
+            entry.unacked = entry.unacked.saturating_sub(1);
+            if entry.refusal == Refusal::None {
+                entry.refusal = Refusal::Pending(reason);
+                self.refused.store(true, Ordering::Release);
+            }
+        }
+        self.advance(&mut state);
+    }
+
+    /// The refused outputs the worker has not seen yet (cheap when there are none).
+    pub fn take_refusals(&self) -> Vec<RefusedOutput> {
+        if !self.refused.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        let mut state = self.lock();
+        state
+            .in_flight
+            .iter_mut()
+            .filter(|e| matches!(e.refusal, Refusal::Pending(_)))
+            .map(|e| {
+                let Refusal::Pending(reason) = std::mem::replace(&mut e.refusal, Refusal::Taken)
+                else {
+                    unreachable!("filtered")
+                };
+                RefusedOutput {
+                    offset: e.offset,
+                    reason,
+                    message: e.message.take(),
+                }
+            })
+            .collect()
+    }
+
+    /// The policy was applied to a message with a refused output; `outputs` more records (a
+    /// dead-letter record) are about to be sent for it.
+    pub fn resolve_refusal(&self, offset: i64, outputs: u32) {
+        let mut state = self.lock();
+        if let Some(entry) = Self::entry(&mut state, offset) {
+            entry.refusal = Refusal::None;
+            entry.unacked += outputs;
+        }
+        self.advance(&mut state);
+    }
+
+    /// The in-flight entry of `offset`.
+    fn entry(state: &mut State, offset: i64) -> Option<&mut InFlight> {
         // Offsets are mostly dense (no gaps from compaction or transaction markers): try the
         // slot `offset - front` before searching.
         let guess = state
@@ -117,12 +241,23 @@ impl PartitionProgress {
                 .in_flight
                 .binary_search_by_key(&offset, |m| m.offset)
                 .ok()
-        });
-        if let Some(i) = index {
-            let entry = &mut state.in_flight[i];
-            entry.unacked = entry.unacked.saturating_sub(1);
-        }
-        self.advance(&mut state);
+        })?;
+        state.in_flight.get_mut(index)
+    }
+
+    /// Starts a new incarnation of the partition: its offsets went backwards (the topic was
+    /// deleted and created again, or its log truncated). Nothing of the old one is committed
+    /// from now on: its pending commit is dropped and the next commit may go below it.
+    pub fn restart(&self) {
+        let mut state = self.lock();
+        self.sink.forget(self.topic.clone(), self.partition);
+        state.slot = AdvanceSlot::new(self.topic.clone(), self.partition);
+        self.committed.store(state.slot.committed.clone());
+        self.first.store(i64::MIN, Ordering::Relaxed);
+        state.in_flight.clear();
+        state.committable = None;
+        drop(state);
+        self.changed.notify_all();
     }
 
     /// The message at `offset` failed: halt the partition there and say so loudly.
@@ -148,7 +283,8 @@ impl PartitionProgress {
     fn advance(&self, state: &mut State) {
         let mut moved = false;
         while let Some(front) = state.in_flight.front() {
-            let blocked = state.failed_at.is_some_and(|at| at <= front.offset);
+            let blocked = state.failed_at.is_some_and(|at| at <= front.offset)
+                || front.refusal != Refusal::None;
             if front.unacked > 0 || blocked {
                 break;
             }
@@ -160,12 +296,23 @@ impl PartitionProgress {
             if !state.detached
                 && let Some(next) = state.committable
             {
-                self.sink.advance(&self.slot, next);
+                self.sink.advance(&state.slot, next);
             }
             if state.waiters > 0 {
                 self.changed.notify_all();
             }
         }
+    }
+
+    /// How many messages before `offset` are handled but not committed: at most the distance
+    /// from the last committed offset (or the first handled one, before any commit).
+    pub fn uncommitted_before(&self, offset: i64) -> u64 {
+        let committed = self.committed.load().load(Ordering::SeqCst);
+        let base = committed.max(self.first.load(Ordering::Relaxed));
+        if base == i64::MIN {
+            return 0;
+        }
+        u64::try_from(offset - base).unwrap_or(0)
     }
 
     /// Counts a message dropped by the `skip` policy.
@@ -201,10 +348,13 @@ impl PartitionProgress {
         })
     }
 
-    /// Waits until no message is in flight (or the partition failed). False on timeout.
+    /// Waits until no message is in flight (or the partition failed, or what is left waits
+    /// for a policy that a stopped worker will not apply: it stays uncommitted). False on timeout.
     pub fn wait_idle(&self, deadline: Instant) -> bool {
         self.wait_for(deadline, |state| {
-            (state.in_flight.is_empty() || state.failed_at.is_some()).then_some(true)
+            // Every output answered: what is left waits behind a refused output.
+            let settled = state.in_flight.iter().all(|e| e.unacked == 0);
+            (settled || state.failed_at.is_some()).then_some(true)
         })
     }
 
@@ -369,6 +519,65 @@ mod tests {
         p.handled(2, 0);
         assert_eq!(p.committable(), Some(1));
         assert_eq!(health.halts().len(), 1);
+    }
+
+    #[test]
+    fn a_refused_output_holds_its_message_until_the_policy_is_applied() {
+        let (p, rx, health) = progress();
+        let message = Message {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            timestamp: None,
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: vec![],
+        };
+        p.handled(0, 1);
+        p.handled_keeping(1, 2, Some(message.clone()));
+        p.handled(2, 0);
+        p.acked(0, Ok(()));
+        p.refused(1, "too large".into());
+        p.acked(1, Ok(()));
+        assert_eq!(p.committable(), Some(1), "1 waits for its policy");
+        assert!(
+            p.wait_idle(Instant::now()),
+            "nothing else will happen to it without the worker"
+        );
+        let refused = p.take_refusals();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].offset, 1);
+        assert_eq!(refused[0].reason, "too large");
+        assert_eq!(refused[0].message.as_ref(), Some(&message));
+        assert!(p.take_refusals().is_empty(), "handed out once");
+        // Dead-lettered: one more record for offset 1.
+        p.resolve_refusal(1, 1);
+        assert_eq!(p.committable(), Some(1));
+        p.acked(1, Ok(()));
+        assert_eq!(p.committable(), Some(3));
+        assert!(health.halts().is_empty(), "a refused output is not a halt");
+        assert_eq!(advances(&rx).last(), Some(&3));
+    }
+
+    #[test]
+    fn a_restart_commits_below_the_old_incarnation() {
+        let (p, rx, _) = progress();
+        for offset in 0..100 {
+            p.handled(offset, 0);
+        }
+        assert_eq!(advances(&rx), [100]);
+        p.handled(100, 1); // in flight when the topic went away
+        p.restart();
+        assert!(
+            rx.try_iter()
+                .any(|r| matches!(r, CommitRequest::Forget { .. })),
+            "the old incarnation's pending commit is dropped"
+        );
+        assert_eq!(p.committable(), None);
+        p.handled(0, 0);
+        p.handled(1, 0);
+        assert_eq!(p.committable(), Some(2));
+        assert_eq!(advances(&rx), [2], "commits go below the old offset");
     }
 
     #[test]

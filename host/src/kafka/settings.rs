@@ -7,6 +7,7 @@
 //!   committable behind kp's back, and offsets live in the group, nowhere else.
 //! - `group.id`: from the plugin manifest.
 //! - `queued.min.messages`: from `--queue-depth` (kp's backpressure bound per partition).
+//! - `group.instance.id`: `ID-<plugin>` with `--instance-id ID` (static membership), else unset.
 //!
 //! Consumer defaults the user may override:
 //! - `auto.offset.reset=earliest`: a new group starts at the beginning; nothing is skipped.
@@ -24,6 +25,11 @@
 //!
 //! Producer defaults the user may override:
 //! - `enable.idempotence=true`: retries neither duplicate nor reorder outputs.
+//! - `message.timeout.ms=0`: an output is retried until the broker takes it. A broker outage
+//!   delays outputs (and so commits); it never fails a message. A finite value that runs out
+//!   halts the partition, because kp cannot tell whether the output was written.
+//! - `allow.auto.create.topics=false`: an output to a topic that does not exist is refused
+//!   (the failure policy applies), never a new topic created by accident.
 //! - `partitioner=murmur2_random`: keyed outputs land on the partition a Java client would choose.
 //! - `linger.ms=5`: small batches without adding noticeable latency.
 //!
@@ -61,6 +67,7 @@ const KP_OWNED: &[&str] = &[
     "enable.auto.offset.store",
     "offset.store.method",
     "group.id",
+    "group.instance.id",
     "queued.min.messages",
 ];
 
@@ -99,6 +106,10 @@ pub struct KafkaSettings {
     /// The operator accepts that a retried send may write an output twice: only then may the
     /// producer run without idempotence (`--accept-duplicates`).
     pub accept_duplicates: bool,
+    /// This kp's stable name (`--instance-id`): with it, each plugin's consumer is a static
+    /// group member (`group.instance.id` = ID-PLUGIN), so a restart within the session timeout
+    /// gets its partitions back at once instead of after the old member's session expires.
+    pub instance_id: Option<String>,
 }
 
 impl KafkaSettings {
@@ -126,7 +137,7 @@ impl KafkaSettings {
                 bail!(
                     "the Kafka property {key} cannot be set: kp sets it itself \
                      (offsets are committed only once the handler has finished with a message; \
-                     queue depth: --queue-depth)"
+                     queue depth: --queue-depth; static membership: --instance-id)"
                 );
             }
             if self.group_protocol == GroupProtocol::Consumer
@@ -210,6 +221,9 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("queued.min.messages", queue_depth.to_string());
+        if let Some(id) = &self.instance_id {
+            config.set("group.instance.id", format!("{id}-{plugin}"));
+        }
         config
     }
 
@@ -232,6 +246,8 @@ impl KafkaSettings {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "kp-producer")
             .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "0")
+            .set("allow.auto.create.topics", "false")
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5");
         for (k, v) in self.common.iter().chain(self.producer.iter()) {
@@ -390,6 +406,10 @@ mod tests {
         s.group_protocol = GroupProtocol::Consumer;
         let c = s.consumer_config("up", "kp-up", 500);
         assert_eq!(c.get("partition.assignment.strategy"), None);
+        assert_eq!(c.get("group.instance.id"), None);
+        s.instance_id = Some("web-1".into());
+        let c = s.consumer_config("up", "kp-up", 500);
+        assert_eq!(c.get("group.instance.id"), Some("web-1-up"));
         assert_eq!(c.get("group.protocol"), Some("consumer"));
     }
 

@@ -49,6 +49,26 @@ pub struct WorkerShared {
     pub producer: Arc<OutputProducer>,
     pub commits: CommitSink,
     pub mode: CommitMode,
+    /// See [`super::RunOptions::max_uncommitted`].
+    pub max_uncommitted: u64,
+}
+
+/// What a record sent for a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// An output of the handler: if refused for good, the failure policy applies.
+    Output,
+    /// The message itself, to the dead-letter topic: if refused, the partition halts.
+    DeadLetter,
+}
+
+/// Whether a message that failed is already in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registered {
+    /// Not yet: the handler failed.
+    No,
+    /// Yes: it was handled, and an output of it was refused.
+    Refused,
 }
 
 /// How long a worker waits in one poll before it re-checks `stop` and the published version.
@@ -129,11 +149,20 @@ impl<C: ConsumerContext> PartitionWorker<C> {
     /// an error it cannot read past.
     fn next(&mut self) -> Option<Message> {
         while !self.stop.load(Ordering::Acquire) {
+            if !self.apply_policy_to_refused_outputs() {
+                return None; // halted
+            }
             match self.queue.poll(POLL_SLICE) {
                 Some(Ok(m)) => {
                     self.errors.clear();
-                    self.next_offset = Some(m.offset() + 1);
-                    return Some(to_message(&m));
+                    let offset = m.offset();
+                    let message = to_message(&m);
+                    drop(m);
+                    if self.next_offset.is_some_and(|next| offset < next) {
+                        self.start_again(offset);
+                    }
+                    self.next_offset = Some(offset + 1);
+                    return Some(message);
                 }
                 Some(Err(error)) => {
                     if let Some(reason) = self.errors.record(&error, Instant::now()) {
@@ -150,6 +179,28 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             }
         }
         None
+    }
+
+    /// The partition's offsets went backwards to `offset`: the topic was deleted and created
+    /// again, or its log truncated, and librdkafka reset the position (`auto.offset.reset`).
+    /// What is in flight of the old incarnation finishes first; then its progress starts anew,
+    /// so its offsets are never committed over the new topic's.
+    fn start_again(&self, offset: i64) {
+        let (topic, partition) = (&self.progress.topic, self.progress.partition);
+        tracing::error!(
+            plugin = %self.progress.plugin, topic = %topic, partition, offset,
+            previous = ?self.next_offset,
+            "OFFSETS WENT BACKWARDS: the partition now starts at offset {offset}, below the {} \
+             kp had reached: the topic was deleted and created again (or its log truncated). \
+             Handling the new records from here; the old position is not committed over them.",
+            self.next_offset.unwrap_or(-1)
+        );
+        while !self.progress.wait_idle(Instant::now() + STRICT_WAIT_SLICE) {
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        self.progress.restart();
     }
 
     /// The offset of the next record: one past the last message read, or, before the first, the
@@ -190,11 +241,27 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             }
         };
         while let Some(message) = self.next() {
+            if !self.wait_for_commits(message.offset) {
+                return; // stopping: the message stays uncommitted
+            }
             self.follow_version(&mut instance, message.offset);
-            if !self.handle(&mut instance, &message) {
+            if !self.handle(&mut instance, message) {
                 return; // halted: the progress tracker has said so loudly
             }
         }
+    }
+
+    /// Waits while `max_uncommitted` messages of the partition are handled but not committed
+    /// (the commit round trip is slower than the handler): what a crash makes kp handle again
+    /// stays bounded. False when told to stop.
+    fn wait_for_commits(&self, offset: i64) -> bool {
+        while self.progress.uncommitted_before(offset) >= self.shared.max_uncommitted {
+            if self.stop.load(Ordering::Acquire) || !self.apply_policy_to_refused_outputs() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Switches to the published version if it changed: between two messages, so every message
@@ -232,11 +299,11 @@ impl<C: ConsumerContext> PartitionWorker<C> {
     /// Handles one message, retrying `retry-later` errors with backoff and applying the plugin's
     /// failure policy to what still fails. False when the partition must halt (or must stop: the
     /// message then stays uncommitted and is handled again by whoever reads the partition next).
-    fn handle(&self, instance: &mut PluginInstance, message: &Message) -> bool {
+    fn handle(&self, instance: &mut PluginInstance, message: Message) -> bool {
         let offset = message.offset;
         let mut attempt = 1;
         let outputs = loop {
-            let failure = match instance.handle(message) {
+            let failure = match instance.handle(&message) {
                 Ok(outputs) => break outputs,
                 Err(failure) => failure,
             };
@@ -244,7 +311,7 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             let plugin = instance.plugin();
             let policy = &plugin.manifest.on_failure;
             if failure.kind() != FailureKind::RetryLater || attempt >= policy.max_attempts {
-                return self.give_up(plugin, message, &failure, attempt, policy);
+                return self.give_up(plugin, &message, &failure, attempt, Registered::No);
             }
             let pause = backoff(policy, attempt);
             tracing::warn!(
@@ -256,7 +323,8 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             }
             attempt += 1;
         };
-        let default_topic = instance.plugin().manifest.output_topic.as_deref();
+        let plugin = instance.plugin();
+        let default_topic = plugin.manifest.output_topic.as_deref();
         if outputs.iter().any(|o| o.topic.is_none()) && default_topic.is_none() {
             self.progress.fail(
                 offset,
@@ -264,16 +332,26 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             );
             return false;
         }
-        self.progress.handled(offset, outputs.len() as u32);
+        // Kept until its outputs are acknowledged only where a refused output could still send
+        // it to the dead-letter topic.
+        let keep =
+            (plugin.manifest.on_failure.action == FailureAction::DeadLetter).then_some(message);
+        // Registered before the outputs are sent: an acknowledgement can arrive before `send`
+        // returns, and one for a message not yet in flight would be lost.
+        self.progress
+            .handled_keeping(offset, outputs.len() as u32, keep);
         for out in &outputs {
             let topic = out
                 .topic
                 .as_deref()
                 .or(default_topic)
                 .expect("checked above");
-            if !self.send(topic, out, offset) {
+            if !self.send(topic, out, offset, Sent::Output) {
                 return false;
             }
+        }
+        if !self.apply_policy_to_refused_outputs() {
+            return false;
         }
         if self.shared.mode == CommitMode::Strict {
             return self.commit_now(offset);
@@ -281,20 +359,70 @@ impl<C: ConsumerContext> PartitionWorker<C> {
         true
     }
 
-    /// Sends one record for the message at `offset`; false (and the partition halted) on failure.
-    fn send(&self, topic: &str, record: &Output, offset: i64) -> bool {
+    /// Sends one record for the message at `offset`. An output the broker refuses for good
+    /// before it is sent goes to the failure policy (like one refused later, by the broker); any
+    /// other failure, and any failure of a dead-letter record, halts the partition (false).
+    fn send(&self, topic: &str, record: &Output, offset: i64, what: Sent) -> bool {
         let token = AckToken {
             progress: self.progress.clone(),
             offset,
+            dead_letter: what == Sent::DeadLetter,
         };
         match output::send(&self.shared.producer, topic, record, token) {
             Ok(()) => true,
+            Err(error) if what == Sent::Output && output::refused_for_good(&error) => {
+                self.progress.refused(
+                    offset,
+                    format!("the output to {topic:?} was refused: {error}"),
+                );
+                true
+            }
             Err(error) => {
                 self.progress
                     .fail(offset, format!("producing to {topic:?} failed: {error}"));
                 false
             }
         }
+    }
+
+    /// Applies the failure policy to messages whose outputs the broker refused for good. False
+    /// when the partition halted.
+    fn apply_policy_to_refused_outputs(&self) -> bool {
+        for refused in self.progress.take_refusals() {
+            let plugin = self.versions.load_full();
+            let failure = HandlerFailure::OutputRefused(refused.reason);
+            let registered = Registered::Refused;
+            let halted = match refused.message {
+                Some(message) => !self.give_up(&plugin, &message, &failure, 1, registered),
+                // Kept only under a dead-letter policy: the policy changed since (a reload).
+                None if plugin.manifest.on_failure.action == FailureAction::DeadLetter => {
+                    self.progress.fail(
+                        refused.offset,
+                        format!(
+                            "{failure} (output-refused; the dead-letter policy came with a \
+                                 new version after the message was handled, so it was not kept)"
+                        ),
+                    );
+                    true
+                }
+                None => {
+                    let stub = Message {
+                        topic: self.progress.topic.to_string(),
+                        partition: self.progress.partition,
+                        offset: refused.offset,
+                        timestamp: None,
+                        key: None,
+                        value: None,
+                        headers: Vec::new(),
+                    };
+                    !self.give_up(&plugin, &stub, &failure, 1, registered)
+                }
+            };
+            if halted {
+                return false;
+            }
+        }
+        true
     }
 
     /// Sleeps `pause` unless told to stop first (then false).
@@ -313,16 +441,23 @@ impl<C: ConsumerContext> PartitionWorker<C> {
         !self.stop.load(Ordering::Acquire)
     }
 
-    /// Applies the failure policy to a message that failed for good.
+    /// Applies the failure policy to a message that failed for good. `registered` says whether
+    /// the message is in flight already (an output of it was refused).
     fn give_up(
         &self,
         plugin: &LoadedPlugin,
         message: &Message,
         failure: &HandlerFailure,
         attempts: u32,
-        policy: &FailurePolicy,
+        registered: Registered,
     ) -> bool {
         let offset = message.offset;
+        let policy = &plugin.manifest.on_failure;
+        // The message is finished once `extra` more records (a dead-letter record) are acknowledged.
+        let settle = |extra: u32| match registered {
+            Registered::No => self.progress.handled(offset, extra),
+            Registered::Refused => self.progress.resolve_refusal(offset, extra),
+        };
         match (policy.action, &policy.dead_letter_topic) {
             (FailureAction::DeadLetter, Some(topic)) => {
                 tracing::warn!(
@@ -330,9 +465,9 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                     offset, attempts, kind = %failure.kind(), dead_letter_topic = %topic, "{failure}; sent to the dead-letter topic"
                 );
                 // Committed only once the dead-letter record is acknowledged, like any output.
-                self.progress.handled(offset, 1);
+                settle(1);
                 let record = dead_letter(plugin, message, failure, attempts);
-                if !self.send(topic, &record, offset) {
+                if !self.send(topic, &record, offset, Sent::DeadLetter) {
                     return false;
                 }
                 self.shared.mode != CommitMode::Strict || self.commit_now(offset)
@@ -343,7 +478,7 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                     offset, attempts, kind = %failure.kind(), "{failure}; SKIPPED (policy skip): the message is dropped"
                 );
                 self.progress.skipped();
-                self.progress.handled(offset, 0);
+                settle(0);
                 self.shared.mode != CommitMode::Strict || self.commit_now(offset)
             }
             _ => {
@@ -368,7 +503,7 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             {
                 break;
             }
-            if self.progress.failed_at().is_some() {
+            if self.progress.failed_at().is_some() || !self.apply_policy_to_refused_outputs() {
                 return false;
             }
             if self.stop.load(Ordering::Acquire) {

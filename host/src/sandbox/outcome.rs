@@ -27,6 +27,10 @@ pub enum HandlerFailure {
     /// A fresh instance could not be made ready (instantiation or `init` failed).
     #[error("guest instance could not start: {0}")]
     InitFailed(String),
+    /// The broker refused an output of the handler for good (too large, no such partition or
+    /// topic, not authorized): the handler's doing, so the failure policy applies.
+    #[error("{0}")]
+    OutputRefused(String),
 }
 
 /// A short, stable name of the failure kind (for logs, metrics and dead-letter headers).
@@ -38,6 +42,7 @@ pub enum FailureKind {
     Timeout,
     OutOfMemory,
     InitFailed,
+    OutputRefused,
 }
 
 impl HandlerFailure {
@@ -49,6 +54,7 @@ impl HandlerFailure {
             HandlerFailure::Timeout(_) => FailureKind::Timeout,
             HandlerFailure::OutOfMemory(_) => FailureKind::OutOfMemory,
             HandlerFailure::InitFailed(_) => FailureKind::InitFailed,
+            HandlerFailure::OutputRefused(_) => FailureKind::OutputRefused,
         }
     }
 }
@@ -71,6 +77,7 @@ impl fmt::Display for FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::OutOfMemory => "out-of-memory",
             FailureKind::InitFailed => "init-failed",
+            FailureKind::OutputRefused => "output-refused",
         })
     }
 }

@@ -13,6 +13,9 @@
 //! | `drop`         | returns no output                                                      |
 //! | `fanout:N`     | returns N outputs, each with header `n`                                |
 //! | `sleep:MS`     | busy-waits MS milliseconds, then passes the message through            |
+//! | `to-topic:T`   | passes the message through to topic T                                  |
+//! | `to-partition:N` | passes the message through to partition N of the output topic        |
+//! | `big:N`        | passes the message through with a value of N bytes                     |
 //! | `count`        | returns how many messages this instance has handled, itself included   |
 //! | `config`       | returns the `[config]` entries as `k=v` lines                          |
 //! | `stdio`        | writes to stdout and stderr and logs at every level, then passes       |
@@ -159,6 +162,17 @@ fn handle(msg: Message) -> HandlerResult {
                 }
                 let header = seen.to_string();
                 return Ok(vec![Output::from_message(&msg).with_header("attempts", header)]);
+            }
+            if let Some(topic) = other.strip_prefix("to-topic:") {
+                return Ok(vec![Output::from_message(&msg).to_topic(topic)]);
+            }
+            if let Some(n) = other.strip_prefix("to-partition:") {
+                let n: i32 = n.parse().map_err(HandlerError::bad_message)?;
+                return Ok(vec![Output::from_message(&msg).to_partition(n)]);
+            }
+            if let Some(n) = other.strip_prefix("big:") {
+                let n: usize = n.parse().map_err(HandlerError::bad_message)?;
+                return Ok(vec![Output::from_message(&msg).with_value(Some(vec![b'x'; n]))]);
             }
             if let Some(ms) = other.strip_prefix("sleep:") {
                 let ms: u64 = ms.parse().map_err(HandlerError::bad_message)?;
