@@ -71,8 +71,10 @@ fn scan(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
         if file.starts_with('.') {
             continue; // temporary names used while writing: see the README's hot reload
         }
+        let named = plugin_of(&path).is_some();
         match path.extension().and_then(|e| e.to_str()) {
-            Some("wasm") if plugin_of(&path).is_some() => modules.push(path),
+            Some("wasm") if named => modules.push(path),
+            Some("toml") if named => {} // a manifest: checked against the modules below
             Some("wasm" | "toml") => ignored.push(format!(
                 "{}: not a plugin name (lowercase letters, digits, '-' and '_', starting with a letter)",
                 path.display()

@@ -183,8 +183,12 @@ fn commit_loop<C: ConsumerContext>(
         last_failed = result.is_err();
         match &result {
             Ok(()) => {
-                for ((topic, partition), (next, slot)) in std::mem::take(&mut pending) {
-                    tracing::debug!(plugin, %topic, partition, offset = next, "committed");
+                if !pending.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+                    let offsets: BTreeMap<&Key, i64> =
+                        pending.iter().map(|(k, (next, _))| (k, *next)).collect();
+                    tracing::debug!(plugin, ?offsets, "committed");
+                }
+                for (next, slot) in std::mem::take(&mut pending).into_values() {
                     slot.committed.fetch_max(next, Ordering::SeqCst);
                 }
             }
