@@ -3,6 +3,7 @@
 # beyond Rust:
 #   kp itself:  OpenSSL's and libcurl's headers and pkg-config (librdkafka's TLS, and OIDC token fetching;
 #               Debian packages libssl-dev, libcurl4-openssl-dev, pkg-config)
+#   Tests:      kcat (Debian package: an independent Kafka client; it writes records rdkafka cannot)
 #   Rust:       the wasm32-wasip2 target (rustup)
 #   C:          clang, lld, wasi-libc, libclang-rt-dev-wasm32 (Debian packages; needs root or sudo)
 #   JavaScript: componentize-js into guest-sdk/js/node_modules (npm ci, from package-lock.json)
@@ -21,6 +22,11 @@ apt_install() {
 if ! pkg-config --exists openssl libcurl 2>/dev/null; then
   echo "toolchains.sh: installing OpenSSL's and libcurl's headers and pkg-config (Debian packages)" >&2
   apt_install libssl-dev libcurl4-openssl-dev pkg-config
+fi
+
+if ! command -v kcat >/dev/null; then
+  echo "toolchains.sh: installing kcat (Debian package)" >&2
+  apt_install kcat
 fi
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then

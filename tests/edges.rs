@@ -373,13 +373,23 @@ fn a_broker_outage_during_produce_halts_nothing() {
     let n = 3_000;
     let secured = support::Secured::get();
     let proxy = support::Proxy::start(&secured.proxy, &secured.proxied);
-    let (input, output, group) = (unique("outage-in"), unique("outage-out"), unique("kp-outage"));
+    let (input, output, group) = (
+        unique("outage-in"),
+        unique("outage-out"),
+        unique("kp-outage"),
+    );
     create_topic(&input, 2);
     create_topic(&output, 2);
-    let records: Vec<Rec> = (0..n).map(|i| Rec::kv(&format!("k{}", i % 10), &i.to_string()).header("seq", i.to_string())).collect();
+    let records: Vec<Rec> = (0..n)
+        .map(|i| Rec::kv(&format!("k{}", i % 10), &i.to_string()).header("seq", i.to_string()))
+        .collect();
     produce(&input, &records);
     let plugins = PluginDir::new();
-    plugins.add("chaos", "slow", &manifest(&input, &output, &group, "[config]\ndelay-us = 2000\n"));
+    plugins.add(
+        "chaos",
+        "slow",
+        &manifest(&input, &output, &group, "[config]\ndelay-us = 2000\n"),
+    );
     let kp = Kp::run_against(&secured.proxy, plugins.path(), &[], "info");
     support::wait_for_records(&output, 300, Duration::from_secs(60));
     proxy.cut(Duration::from_secs(8));
@@ -389,12 +399,22 @@ fn a_broker_outage_during_produce_halts_nothing() {
     assert!(status.success(), "{logs}");
     assert!(!logs.contains("PARTITION HALTED"), "{logs}");
     assert!(
-        ["Disconnected", "Connection refused", "brokers are down", "Connect to"].iter().any(|s| logs.contains(s)),
+        [
+            "Disconnected",
+            "Connection refused",
+            "brokers are down",
+            "Connect to"
+        ]
+        .iter()
+        .any(|s| logs.contains(s)),
         "kp did not notice the outage:\n{logs}"
     );
     let mut seen = vec![0u32; n];
     for r in &outputs {
         seen[r.header_str("seq").unwrap().parse::<usize>().unwrap()] += 1;
     }
-    assert!(seen.iter().all(|c| *c == 1), "every output exactly once (idempotent producer)");
+    assert!(
+        seen.iter().all(|c| *c == 1),
+        "every output exactly once (idempotent producer)"
+    );
 }

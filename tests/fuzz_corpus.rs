@@ -44,6 +44,7 @@ fn module_corpus_loads_or_refuses() {
     let sandbox = Sandbox::new(SandboxConfig {
         cache_dir: None,
         allocation: Allocation::OnDemand,
+        ..Default::default()
     })
     .unwrap();
     for file in &files {

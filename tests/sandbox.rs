@@ -20,6 +20,7 @@ fn sandbox() -> &'static Sandbox {
         Sandbox::new(SandboxConfig {
             cache_dir: Some(support::cache_dir()),
             allocation: Allocation::default(),
+            ..Default::default()
         })
         .unwrap()
     })
@@ -350,12 +351,26 @@ fn compiled_components_are_cached_by_content() {
         Sandbox::new(SandboxConfig {
             cache_dir: Some(cache.path().to_path_buf()),
             allocation: Allocation::OnDemand,
+            ..Default::default()
         })
         .unwrap()
     };
     let first = make().load(&module("filter")).unwrap();
     assert_eq!(first.provenance, Provenance::Compiled);
-    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    let files: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".cwasm")).count(),
+        1,
+        "{files:?}"
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".cwasm.tag")).count(),
+        1,
+        "{files:?}"
+    );
     // A new process (a new sandbox) loads the artifact instead of compiling.
     let second = make().load(&module("filter")).unwrap();
     assert_eq!(second.provenance, Provenance::Cached);
@@ -456,5 +471,33 @@ fn an_init_that_traps_refuses_the_plugin() {
     assert!(
         e.to_string().contains("init") && e.to_string().contains("unreachable"),
         "{e}"
+    );
+}
+
+/// A full instance pool is nobody's fault: the failure says "unavailable", which kp waits out,
+/// never a trap that the failure policy would apply to a good message.
+#[test]
+fn a_full_instance_pool_is_unavailable_not_a_trap() {
+    let small = Sandbox::new(SandboxConfig {
+        cache_dir: Some(support::cache_dir()),
+        allocation: Allocation::Pooling { max_instances: 2 },
+        ..Default::default()
+    })
+    .unwrap();
+    let plugin = small.load(&module("uppercase")).unwrap();
+    let first = PluginInstance::new(plugin.clone()).unwrap();
+    let _second = PluginInstance::new(plugin.clone()).unwrap();
+    let Err(third) = PluginInstance::new(plugin.clone()) else {
+        panic!("a third instance fit in a pool of two");
+    };
+    assert_eq!(
+        third.kind(),
+        kp::sandbox::FailureKind::Unavailable,
+        "{third}"
+    );
+    drop(first);
+    assert!(
+        PluginInstance::new(plugin).is_ok(),
+        "a freed slot is used again"
     );
 }

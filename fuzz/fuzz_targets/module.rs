@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig { cache_dir: None, allocation: Allocation::OnDemand }).unwrap())
+    SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig { cache_dir: None, allocation: Allocation::OnDemand, ..Default::default() }).unwrap())
 }
 
 fuzz_target!(|data: &[u8]| {

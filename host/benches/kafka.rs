@@ -240,6 +240,7 @@ fn kp_run(
         sandbox: SandboxConfig {
             cache_dir: None,
             allocation: Allocation::default(),
+            ..Default::default()
         },
         watch: false,
         status_file: None,

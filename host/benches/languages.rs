@@ -61,6 +61,7 @@ fn main() {
         let config = |allocation| SandboxConfig {
             cache_dir: Some(cache.path().into()),
             allocation,
+            ..Default::default()
         };
         let pooled = Sandbox::new(config(Allocation::default())).unwrap();
         let t = Instant::now();

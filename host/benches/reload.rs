@@ -93,6 +93,7 @@ fn main() {
         sandbox: SandboxConfig {
             cache_dir: Some(cache.path().into()),
             allocation: Allocation::default(),
+            ..Default::default()
         },
         watch: true,
         status_file: None,

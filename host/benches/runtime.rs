@@ -26,6 +26,7 @@ fn main() {
     let pooled = Sandbox::new(SandboxConfig {
         cache_dir: Some(cache.path().into()),
         allocation: Allocation::default(),
+        ..Default::default()
     })
     .unwrap();
 
@@ -36,6 +37,7 @@ fn main() {
     let again = Sandbox::new(SandboxConfig {
         cache_dir: Some(cache.path().into()),
         allocation: Allocation::OnDemand,
+        ..Default::default()
     })
     .unwrap();
     let cached_plugin = again.load(&path).unwrap();

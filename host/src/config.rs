@@ -90,8 +90,13 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: FileConfig =
-            toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        let config: FileConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "config file {}: {}",
+                path.display(),
+                crate::files::toml_error(&e, &text)
+            )
+        })?;
         let literal_secrets = config.literal_secret_keys();
         if !literal_secrets.is_empty() && readable_by_others(path) {
             tracing::warn!(

@@ -16,7 +16,8 @@
 //! `main.rs` only parses the command line and calls into these.
 //! The process's allocator is jemalloc, for Rust and librdkafka alike (`ALLOCATOR`, below).
 
-#![deny(unsafe_code)] // One justified exception: loading cached compiled artifacts (sandbox::cache).
+#![deny(unsafe_code)] // Two justified exceptions: loading cached compiled artifacts (sandbox::cache)
+// and reading Kafka header names as bytes (kafka::record).
 
 pub mod check;
 pub mod config;

@@ -16,6 +16,7 @@ use kp::guest::scaffold::{Language, NewProject};
 use kp::kafka::settings::{is_reference, looks_secret, parse_property};
 use kp::kafka::{CommitMode, GroupProtocol, KafkaSettings, RunOptions};
 use kp::runner::{RunConfig, RunReport};
+use kp::sandbox::compiler::Compiler;
 use kp::sandbox::{Allocation, ArtifactCache, Sandbox, SandboxConfig};
 
 /// Runs sandboxed WebAssembly message handlers on Kafka.
@@ -75,6 +76,12 @@ enum Command {
         /// kp's guest-sdk folder, for Rust projects [default: the one kp was built from].
         #[arg(long, env = "KP_SDK_DIR")]
         sdk: Option<PathBuf>,
+    },
+    /// (internal) Compile a module read from stdin into OUT: kp runs this as a bounded child.
+    #[command(name = "__compile", hide = true)]
+    CompileChild {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print kp's version, wasmtime's and librdkafka's, and what this build can do (TLS, SASL, codecs).
     Version,
@@ -201,6 +208,7 @@ impl EngineArgs {
             sandbox: SandboxConfig {
                 cache_dir: self.cache.dir(),
                 allocation: Allocation::default(),
+                compiler: Compiler::child_of_this_process()?,
             },
         })
     }
@@ -240,6 +248,7 @@ fn one_shot_sandbox(cache: &CacheArgs) -> Result<Sandbox> {
     Sandbox::new(SandboxConfig {
         cache_dir: cache.dir(),
         allocation: Allocation::OnDemand,
+        compiler: Compiler::child_of_this_process()?,
     })
 }
 
@@ -298,13 +307,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { engine, brokers } => {
             let config = engine.resolve(brokers)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            let report = runtime.block_on(kp::runner::run(config, interrupted()))?;
+            let report = runtime.block_on(kp::runner::run(config, interrupted()));
+            // `run` bounds shutdown; a thread still stuck past that bound must not hold the
+            // process (dropping a runtime would wait for it).
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            let report = report?;
             Ok(finish(report))
         }
         Command::Dev { engine, demo } => {
             let config = engine.resolve(Some("embedded".into()))?;
             let runtime = tokio::runtime::Runtime::new()?;
-            let report = runtime.block_on(kp::dev::dev(config, demo, interrupted()))?;
+            let report = runtime.block_on(kp::dev::dev(config, demo, interrupted()));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            let report = report?;
             Ok(finish(report))
         }
         Command::Check { file, cache } => {
@@ -327,6 +342,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 sdk: sdk.as_deref(),
             })?;
             println!("created {}; build it with {build}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CompileChild { out } => {
+            kp::sandbox::compiler::compile_child_main(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {

@@ -253,13 +253,18 @@ impl Manifest {
     pub fn load_for(module: &Path) -> Result<Manifest> {
         let name = plugin_name(module)?;
         let path = Self::path_for(module);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&name, &text)
-                .with_context(|| format!("manifest {}", path.display()))
-                .map(|mut m| {
-                    m.source = Some(path);
-                    m
-                }),
+        match crate::files::read_plugin_file(&path, crate::files::MAX_MANIFEST_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    anyhow::anyhow!("manifest {} is not UTF-8 text", path.display())
+                })?;
+                Self::parse(&name, &text)
+                    .with_context(|| format!("manifest {}", path.display()))
+                    .map(|mut m| {
+                        m.source = Some(path);
+                        m
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default_for(&name)),
             Err(e) => Err(e).with_context(|| format!("reading manifest {}", path.display())),
         }
@@ -267,7 +272,8 @@ impl Manifest {
 
     /// Parses and validates manifest text for plugin `name`.
     pub fn parse(name: &str, text: &str) -> Result<Manifest> {
-        let raw: RawManifest = toml::from_str(text)?;
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!(crate::files::toml_error(&e, text)))?;
         for topic in raw.input_topics.iter().chain(raw.output_topic.iter()) {
             validate_topic(topic)?;
         }

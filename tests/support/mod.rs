@@ -611,11 +611,17 @@ impl Proxy {
         let (cut, conns, target) = (cut_until.clone(), open.clone(), target.to_string());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                if cut.lock().unwrap().is_some_and(|until| Instant::now() < until) {
+                if cut
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|until| Instant::now() < until)
+                {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
                 let mut list = conns.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());

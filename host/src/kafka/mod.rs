@@ -7,6 +7,7 @@
 //! - [`progress`]: **the commit rule**: which offset of a partition is finished.
 //! - [`committer`]: commits finished offsets as early as possible, coalescing while one is in flight.
 //! - [`output`]: the shared idempotent producer and its delivery reports.
+//! - [`record`]: a consumed record as the WIT message, header names read as bytes.
 //! - [`health`]: halted partitions, for the log and the exit status.
 
 pub mod committer;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod output;
 pub mod plugin_consumer;
 pub mod progress;
+pub mod record;
 pub mod settings;
 pub mod worker;
 

@@ -96,6 +96,9 @@ pub struct PartitionProgress {
     committed: ArcSwap<AtomicI64>,
     /// The first offset handled in this incarnation (`i64::MIN` before it).
     first: AtomicI64,
+    /// The offset of the record the worker read last (-1 before the first): where a worker
+    /// that dies halts the partition.
+    reading: AtomicI64,
 }
 
 impl PartitionProgress {
@@ -110,6 +113,7 @@ impl PartitionProgress {
         PartitionProgress {
             committed: ArcSwap::new(slot.committed.clone()),
             first: AtomicI64::new(i64::MIN),
+            reading: AtomicI64::new(-1),
             state: Mutex::new(State {
                 in_flight: VecDeque::new(),
                 committable: None,
@@ -302,6 +306,16 @@ impl PartitionProgress {
                 self.changed.notify_all();
             }
         }
+    }
+
+    /// The worker read the record at `offset`.
+    pub fn note_reading(&self, offset: i64) {
+        self.reading.store(offset, Ordering::Relaxed);
+    }
+
+    /// The offset of the record the worker read last (-1 before the first).
+    pub fn reading(&self) -> i64 {
+        self.reading.load(Ordering::Relaxed)
     }
 
     /// How many messages before `offset` are handled but not committed: at most the distance

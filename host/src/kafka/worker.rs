@@ -14,6 +14,7 @@
 //! unknown codec) halts the partition at once; any other error halts it once it has repeated,
 //! with no message in between, for [`REPEATED_ERROR_HALTS_AFTER`].
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -27,17 +28,17 @@ use std::sync::Weak;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::CommitMode;
 use super::committer::CommitSink;
 use super::output::{self, AckToken, OutputProducer};
 use super::progress::PartitionProgress;
+use super::record::{self, Record};
 use crate::manifest::{FailureAction, FailurePolicy};
 use crate::sandbox::{
-    FailureKind, HandlerFailure, Header, LoadedPlugin, Message, Output, PluginInstance, Timestamp,
-    TimestampType,
+    FailureKind, HandlerFailure, Header, LoadedPlugin, Message, Output, PluginInstance,
 };
 
 /// How long strict mode waits for one message's outputs and commit before re-checking `stop`.
@@ -70,6 +71,9 @@ enum Registered {
     /// Yes: it was handled, and an output of it was refused.
     Refused,
 }
+
+/// Pause before trying again to get an instance from a full pool.
+const INSTANCE_RETRY: Duration = Duration::from_millis(200);
 
 /// How long a worker waits in one poll before it re-checks `stop` and the published version.
 const POLL_SLICE: Duration = Duration::from_millis(100);
@@ -132,9 +136,24 @@ pub fn spawn<C: ConsumerContext + 'static>(
         "kp-{}-{}-{}",
         progress.plugin, progress.topic, progress.partition
     );
+    let watched = progress.clone();
     let thread = std::thread::Builder::new()
         .name(name)
-        .spawn(move || worker.run())
+        .spawn(move || {
+            // A panic (a bug, or a record that trips a library) must not leave a dead thread
+            // and a partition that silently stops: it halts the partition, loudly.
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())) {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                watched.fail(
+                    watched.reading(),
+                    format!("internal error: the partition's worker panicked: {why}"),
+                );
+            }
+        })
         .context("starting a partition worker thread")?;
     Ok(WorkerHandle {
         stop,
@@ -147,7 +166,7 @@ pub fn spawn<C: ConsumerContext + 'static>(
 impl<C: ConsumerContext> PartitionWorker<C> {
     /// The next message, or `None` once the worker is told to stop or the partition halted on
     /// an error it cannot read past.
-    fn next(&mut self) -> Option<Message> {
+    fn next(&mut self) -> Option<Record> {
         while !self.stop.load(Ordering::Acquire) {
             if !self.apply_policy_to_refused_outputs() {
                 return None; // halted
@@ -156,7 +175,8 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                 Some(Ok(m)) => {
                     self.errors.clear();
                     let offset = m.offset();
-                    let message = to_message(&m);
+                    self.progress.note_reading(offset);
+                    let message = record::to_message(&m);
                     drop(m);
                     if self.next_offset.is_some_and(|next| offset < next) {
                         self.start_again(offset);
@@ -230,17 +250,41 @@ impl<C: ConsumerContext> PartitionWorker<C> {
     }
 
     fn run(mut self) {
-        let mut instance = match PluginInstance::new(self.versions.load_full()) {
+        let first = loop {
+            match PluginInstance::new(self.versions.load_full()) {
+                Err(failure) if failure.kind() == FailureKind::Unavailable => {
+                    if !self.wait_for_instance(&failure, -1) {
+                        return;
+                    }
+                }
+                other => break other,
+            }
+        };
+        let mut instance = match first {
             Ok(instance) => instance,
             Err(failure) => {
                 // Nothing was handled: halt before the first message.
                 if let Some(first) = self.next() {
-                    self.progress.fail(first.offset, failure.to_string());
+                    self.progress
+                        .fail(first.message.offset, failure.to_string());
                 }
                 return;
             }
         };
-        while let Some(message) = self.next() {
+        while let Some(Record {
+            message,
+            bad_header,
+        }) = self.next()
+        {
+            if let Some(bad) = bad_header {
+                // Not for the handler: straight to the failure policy.
+                let failure = HandlerFailure::BadMessage(bad.to_string());
+                let plugin = self.versions.load_full();
+                if !self.give_up(&plugin, &message, &failure, 1, Registered::No) {
+                    return;
+                }
+                continue;
+            }
             if !self.wait_for_commits(message.offset) {
                 return; // stopping: the message stays uncommitted
             }
@@ -262,6 +306,22 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             std::thread::sleep(Duration::from_millis(1));
         }
         true
+    }
+
+    /// No instance could be had: waits a moment (saying so now and then) before the caller tries
+    /// again. False when told to stop.
+    fn wait_for_instance(&self, failure: &HandlerFailure, offset: i64) -> bool {
+        use std::sync::atomic::AtomicU64;
+        static SAID: AtomicU64 = AtomicU64::new(0);
+        if SAID.fetch_add(1, Ordering::Relaxed).is_multiple_of(50) {
+            tracing::warn!(
+                plugin = %self.progress.plugin, topic = %self.progress.topic,
+                partition = self.progress.partition, offset,
+                "{failure}; waiting for one (the message is not failed for it; raise the pool \
+                 size or run fewer partitions per kp)"
+            );
+        }
+        self.pause(INSTANCE_RETRY)
     }
 
     /// Switches to the published version if it changed: between two messages, so every message
@@ -286,6 +346,8 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                 );
                 *instance = fresh;
             }
+            // No instance free for the new version now: keep the old one, try at the next message.
+            Err(e) if e.kind() == FailureKind::Unavailable => {}
             Err(e) => {
                 tracing::error!(
                     plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
@@ -307,6 +369,13 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                 Ok(outputs) => break outputs,
                 Err(failure) => failure,
             };
+            if failure.kind() == FailureKind::Unavailable {
+                // Not the message's fault: the same message again once an instance is free.
+                if !self.wait_for_instance(&failure, offset) {
+                    return false;
+                }
+                continue;
+            }
             // The policy is read only on failure: nothing is cloned on the message path.
             let plugin = instance.plugin();
             let policy = &plugin.manifest.on_failure;
@@ -588,42 +657,6 @@ impl ConsumeErrors {
                 None
             }
         }
-    }
-}
-
-/// Copies a polled record into the WIT message type (a Kafka header with a null value becomes an
-/// empty value: the contract has no null header values).
-pub fn to_message(m: &BorrowedMessage<'_>) -> Message {
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| Header {
-                    name: h.key.to_string(),
-                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let timestamp = match m.timestamp() {
-        rdkafka::Timestamp::NotAvailable => None,
-        rdkafka::Timestamp::CreateTime(millis) => Some(Timestamp {
-            millis,
-            kind: TimestampType::CreateTime,
-        }),
-        rdkafka::Timestamp::LogAppendTime(millis) => Some(Timestamp {
-            millis,
-            kind: TimestampType::LogAppendTime,
-        }),
-    };
-    Message {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp,
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers,
     }
 }
 

@@ -3,15 +3,19 @@
 //! A guest never inherits the host's stdio: what it prints becomes `tracing` events at INFO
 //! (stdout) or WARN (stderr) with `plugin` and `stream` fields. Partial lines are buffered until
 //! a newline or until the buffer holds [`MAX_LINE`] bytes, so a guest cannot grow host memory.
+//! Lines share the plugin's log rate limit and are sanitized (`super::guest_text`).
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+
+use super::guest_text::{LogBudget, sanitize};
+use super::state::GuestIdentity;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Longest line kept before it is logged in pieces.
-const MAX_LINE: usize = 8 * 1024;
+const MAX_LINE: usize = super::guest_text::MAX_GUEST_TEXT;
 
 /// Which guest stream a [`GuestLog`] carries.
 #[derive(Clone, Copy, Debug)]
@@ -25,15 +29,18 @@ pub enum Stream {
 pub struct GuestLog {
     /// Plugin name attached to each line.
     plugin: Arc<str>,
+    /// The plugin's log rate limit.
+    budget: Arc<LogBudget>,
     stream: Stream,
     /// Bytes of the current, unfinished line; shared by every handle the guest opens.
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
 impl GuestLog {
-    pub fn new(plugin: Arc<str>, stream: Stream) -> Self {
+    pub fn new(identity: &GuestIdentity, stream: Stream) -> Self {
         GuestLog {
-            plugin,
+            plugin: identity.plugin.clone(),
+            budget: identity.log_budget.clone(),
             stream,
             pending: Arc::default(),
         }
@@ -45,6 +52,13 @@ impl GuestLog {
         if text.is_empty() {
             return;
         }
+        let Some(dropped) = self.budget.take() else {
+            return;
+        };
+        if dropped > 0 {
+            tracing::warn!(plugin = %self.plugin, dropped, "guest log lines dropped: over the rate limit");
+        }
+        let text = sanitize(text, MAX_LINE);
         match self.stream {
             Stream::Stdout => tracing::info!(plugin = %self.plugin, stream = "stdout", "{text}"),
             Stream::Stderr => tracing::warn!(plugin = %self.plugin, stream = "stderr", "{text}"),

@@ -5,14 +5,20 @@
 //! one from the plugin's `InstancePre` and runs its `init` again.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::{Store, Trap};
 
 use super::bindings::{HandlerWorld, Message};
 use super::engine::deadline_ticks;
+use super::guest_text::{MAX_GUEST_TEXT, sanitize};
 use super::outcome::{HandlerFailure, HandlerOutcome};
 use super::plugin::LoadedPlugin;
 use super::state::GuestState;
+
+/// Most outputs kp takes from one call. Their bytes are bounded by the plugin's memory cap
+/// (wasmtime's hostcall fuel, set per store).
+pub const MAX_OUTPUTS_PER_CALL: usize = 10_000;
 
 /// A live instance: its store and its typed exports.
 struct Live {
@@ -27,6 +33,8 @@ pub struct PluginInstance {
     live: Option<Live>,
     /// Epoch ticks that make up the plugin's per-call deadline.
     deadline: u64,
+    /// The deadline of instantiation and `init` (the per-call deadline, or less when probing).
+    init_timeout: std::time::Duration,
     /// How many instances this worker has started (1 + replacements), for tests and metrics.
     started: u64,
 }
@@ -34,14 +42,34 @@ pub struct PluginInstance {
 impl PluginInstance {
     /// Instantiates `plugin` and runs its `init`.
     pub fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, HandlerFailure> {
-        let deadline = deadline_ticks(plugin.manifest.limits.timeout);
+        let timeout = plugin.manifest.limits.timeout;
+        Self::with_init_deadline(plugin, timeout)
+    }
+
+    /// [`Self::new`] with `init` bounded by `init_deadline` if that is shorter than the plugin's
+    /// own deadline (loading a plugin, which must not hold up the others for long).
+    pub fn probe(
+        plugin: Arc<LoadedPlugin>,
+        init_deadline: std::time::Duration,
+    ) -> Result<Self, HandlerFailure> {
+        let timeout = plugin.manifest.limits.timeout.min(init_deadline);
+        Self::with_init_deadline(plugin, timeout)
+    }
+
+    fn with_init_deadline(
+        plugin: Arc<LoadedPlugin>,
+        init_timeout: std::time::Duration,
+    ) -> Result<Self, HandlerFailure> {
         let mut instance = PluginInstance {
+            deadline: deadline_ticks(init_timeout),
+            init_timeout,
             plugin,
             live: None,
-            deadline,
             started: 0,
         };
         instance.live = Some(instance.start()?);
+        instance.deadline = deadline_ticks(instance.plugin.manifest.limits.timeout);
+        instance.init_timeout = instance.plugin.manifest.limits.timeout;
         Ok(instance)
     }
 
@@ -66,16 +94,38 @@ impl PluginInstance {
         );
         let mut store = Store::new(plugin.pre.engine(), state);
         store.limiter(|state| state);
+        // What the host copies out of one call (outputs, log lines) is bounded by the plugin's
+        // memory cap, not by wasmtime's default of 128 MiB.
+        store.set_hostcall_fuel(
+            usize::try_from(plugin.manifest.limits.memory_bytes).unwrap_or(usize::MAX),
+        );
         store.set_epoch_deadline(self.deadline);
-        let bindings = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(&mut store, e, "instantiation"))?;
+        store
+            .data_mut()
+            .set_call_deadline(Some(Instant::now() + self.init_timeout));
+        let bindings = plugin.pre.instantiate(&mut store).map_err(|e| {
+            match self.classify(&mut store, e, "instantiation") {
+                unavailable @ HandlerFailure::Unavailable(_) => unavailable,
+                other => HandlerFailure::InitFailed(other.to_string()),
+            }
+        })?;
         store.set_epoch_deadline(self.deadline);
-        match bindings.kp_plugin_handler().call_init(&mut store) {
+        store
+            .data_mut()
+            .set_call_deadline(Some(Instant::now() + self.init_timeout));
+        let init = bindings.kp_plugin_handler().call_init(&mut store);
+        store.data_mut().set_call_deadline(None);
+        if store.data_mut().take_deadline_hit() {
+            return Err(HandlerFailure::InitFailed(format!(
+                "init ran past its {} ms deadline (waiting in the host) and was cut",
+                self.init_timeout.as_millis()
+            )));
+        }
+        match init {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(why)) => Err(HandlerFailure::InitFailed(format!(
-                "init returned an error: {why}"
+                "init returned an error: {}",
+                sanitize(&why, MAX_GUEST_TEXT)
             ))),
             Err(e) => Err(HandlerFailure::InitFailed(
                 self.classify(&mut store, e, "init").to_string(),
@@ -91,8 +141,18 @@ impl PluginInstance {
         during: &str,
     ) -> HandlerFailure {
         let limits = &self.plugin.manifest.limits;
+        if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+            return HandlerFailure::Unavailable(full.to_string());
+        }
         if store.data_mut().take_memory_refused() {
             return HandlerFailure::OutOfMemory(limits.memory_bytes >> 20);
+        }
+        if store.data_mut().take_deadline_hit()
+            || error
+                .downcast_ref::<super::deadline_clock::DeadlinePassed>()
+                .is_some()
+        {
+            return HandlerFailure::Timeout(limits.timeout.as_millis() as u64);
         }
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return HandlerFailure::Timeout(limits.timeout.as_millis() as u64);
@@ -110,12 +170,29 @@ impl PluginInstance {
             .data_mut()
             .enter(&message.topic, message.partition, message.offset);
         live.store.set_epoch_deadline(self.deadline);
+        let timeout = self.plugin.manifest.limits.timeout;
+        live.store
+            .data_mut()
+            .set_call_deadline(Some(Instant::now() + timeout));
         let result = live
             .bindings
             .kp_plugin_handler()
             .call_handle(&mut live.store, message);
+        live.store.data_mut().set_call_deadline(None);
         live.store.data_mut().leave();
+        if live.store.data_mut().take_deadline_hit() {
+            // Its wait was cut at the deadline: whatever it returned came too late.
+            self.live = None;
+            return Err(HandlerFailure::Timeout(timeout.as_millis() as u64));
+        }
         match result {
+            Ok(Ok(outputs)) if outputs.len() > MAX_OUTPUTS_PER_CALL => {
+                Err(HandlerFailure::OutputRefused(format!(
+                    "the handler returned {} outputs for one message, more than kp takes from \
+                     one call ({MAX_OUTPUTS_PER_CALL})",
+                    outputs.len()
+                )))
+            }
             Ok(Ok(outputs)) => Ok(outputs),
             Ok(Err(guest_error)) => Err(guest_error.into()),
             Err(error) => {
@@ -145,5 +222,6 @@ fn describe(error: &wasmtime::Error) -> String {
             text.push_str(&format!(" (in {})", frames.join(" <- ")));
         }
     }
-    text
+    // Trap messages and function names come from the guest (its name section).
+    sanitize(&text, MAX_GUEST_TEXT)
 }

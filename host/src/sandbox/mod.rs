@@ -1,18 +1,24 @@
 //! The sandbox: loads plugins and runs them in isolated, limited guest instances.
 //!
 //! - [`engine`]: the wasmtime engine (component model, epoch deadlines, pooling allocator).
-//! - [`cache`]: compiled components on disk, keyed by content hash.
+//! - [`cache`]: compiled components on disk, keyed by content hash, tagged against tampering.
+//! - [`compiler`]: compiling in a child process bounded in memory and time (compile bombs).
 //! - [`plugin`]: loading and checking a module → [`LoadedPlugin`].
 //! - [`instance`]: one live instance a worker calls per message → [`PluginInstance`].
 //! - [`state`]: the per-store state: WASI (deny by default), host imports, memory limiter.
+//! - [`deadline_clock`]: clock subscriptions cut at the call's deadline (blocking host calls).
 //! - [`guest_stdio`]: guest stdout/stderr into the host log.
+//! - [`guest_text`]: untrusted guest text made safe for logs and headers (cut, escaped, rate-limited).
 //! - [`outcome`]: what a call comes to ([`HandlerFailure`] kinds).
 //! - [`bindings`]: the one bindgen of `wit/kp.wit`.
 
 pub mod bindings;
 pub mod cache;
+pub mod compiler;
+pub mod deadline_clock;
 pub mod engine;
 pub mod guest_stdio;
+pub mod guest_text;
 pub mod instance;
 pub mod outcome;
 pub mod plugin;
@@ -50,6 +56,8 @@ pub struct SandboxConfig {
     pub cache_dir: Option<PathBuf>,
     /// Instance allocation strategy.
     pub allocation: Allocation,
+    /// Where modules are compiled (`kp` itself: a bounded child process).
+    pub compiler: compiler::Compiler,
 }
 
 /// The engine, the linker with every host capability, and the artifact cache. One per process;
@@ -59,6 +67,7 @@ pub struct Sandbox {
     /// Linked once: WASI 0.2 (deny by default, per-store state decides) and the kp imports.
     linker: Linker<GuestState>,
     cache: Option<ArtifactCache>,
+    compiler: compiler::Compiler,
     /// Drives epoch deadlines; stops when the sandbox is dropped.
     _ticker: engine::EpochTicker,
 }
@@ -70,6 +79,15 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .anyhow()
             .context("linking WASI 0.2")?;
+        // The monotonic clock again, with subscriptions cut at each call's deadline.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<
+            GuestState,
+            deadline_clock::DeadlineClocks,
+        >(&mut linker, GuestState::deadline_clocks)
+        .anyhow()
+        .context("linking the deadline-bound monotonic clock")?;
+        linker.allow_shadowing(false);
         bindings::HandlerWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .anyhow()
             .context("linking the kp host imports")?;
@@ -79,6 +97,7 @@ impl Sandbox {
             engine,
             linker,
             cache,
+            compiler: config.compiler,
             _ticker,
         })
     }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::bindings::{HandlerError, Output};
+use super::guest_text::{MAX_GUEST_TEXT, sanitize};
 
 /// Why a call did not produce outputs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +28,10 @@ pub enum HandlerFailure {
     /// A fresh instance could not be made ready (instantiation or `init` failed).
     #[error("guest instance could not start: {0}")]
     InitFailed(String),
+    /// No instance could be had (the instance pool is full): not the message's fault. kp waits
+    /// and tries again; the failure policy never sees it.
+    #[error("no guest instance available: {0}")]
+    Unavailable(String),
     /// The broker refused an output of the handler for good (too large, no such partition or
     /// topic, not authorized): the handler's doing, so the failure policy applies.
     #[error("{0}")]
@@ -42,6 +47,7 @@ pub enum FailureKind {
     Timeout,
     OutOfMemory,
     InitFailed,
+    Unavailable,
     OutputRefused,
 }
 
@@ -54,16 +60,19 @@ impl HandlerFailure {
             HandlerFailure::Timeout(_) => FailureKind::Timeout,
             HandlerFailure::OutOfMemory(_) => FailureKind::OutOfMemory,
             HandlerFailure::InitFailed(_) => FailureKind::InitFailed,
+            HandlerFailure::Unavailable(_) => FailureKind::Unavailable,
             HandlerFailure::OutputRefused(_) => FailureKind::OutputRefused,
         }
     }
 }
 
+/// A guest's error text, cut and escaped: it reaches logs, the status and dead-letter headers.
 impl From<HandlerError> for HandlerFailure {
     fn from(e: HandlerError) -> Self {
+        let clean = |why: String| sanitize(&why, MAX_GUEST_TEXT);
         match e {
-            HandlerError::RetryLater(why) => HandlerFailure::RetryLater(why),
-            HandlerError::BadMessage(why) => HandlerFailure::BadMessage(why),
+            HandlerError::RetryLater(why) => HandlerFailure::RetryLater(clean(why)),
+            HandlerError::BadMessage(why) => HandlerFailure::BadMessage(clean(why)),
         }
     }
 }
@@ -77,6 +86,7 @@ impl fmt::Display for FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::OutOfMemory => "out-of-memory",
             FailureKind::InitFailed => "init-failed",
+            FailureKind::Unavailable => "unavailable",
             FailureKind::OutputRefused => "output-refused",
         })
     }

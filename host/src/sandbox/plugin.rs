@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 
 use super::Sandbox;
 use super::bindings::{HANDLER_EXPORT, HandlerWorldPre, WORLD};
@@ -69,6 +68,11 @@ fn shape(bytes: &[u8]) -> Result<Shape, String> {
     }
 }
 
+/// The most a plugin's instantiation and `init` may take when it is loaded (its own `timeout-ms`
+/// if that is less). Loads happen one at a time, so this bounds how long one plugin can hold up
+/// the reload of another.
+pub const LOAD_INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A compiled, checked plugin version, ready to instantiate.
 pub struct LoadedPlugin {
     /// Its manifest (defaults if the module has none).
@@ -121,10 +125,12 @@ impl Sandbox {
             path: Manifest::path_for(path),
             reason: format!("{e:#}"),
         })?;
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = crate::files::read_plugin_file(path, crate::files::MAX_MODULE_BYTES).map_err(
+            |source| LoadError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
         self.load_bytes(path, &bytes, manifest)
     }
 
@@ -149,10 +155,13 @@ impl Sandbox {
         }
         let content_hash = hex::encode(Sha256::digest(bytes));
         let (component, provenance) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &content_hash, bytes),
-            None => Component::new(&self.engine, bytes)
-                .map(|c| (c, Provenance::Compiled))
-                .map_err(anyhow::Error::from),
+            Some(cache) => {
+                cache.load_or_compile(&self.engine, &content_hash, bytes, &self.compiler)
+            }
+            None => self
+                .compiler
+                .compile(&self.engine, bytes)
+                .map(|c| (c, Provenance::Compiled)),
         }
         .map_err(|e| LoadError::Invalid {
             path: path_buf.clone(),
@@ -194,6 +203,7 @@ impl Sandbox {
         let identity = GuestIdentity {
             plugin: Arc::from(manifest.name.as_str()),
             version: Arc::from(&content_hash[..12]),
+            log_budget: Arc::default(),
         };
         let plugin = Arc::new(LoadedPlugin {
             config: Arc::new(manifest.config.clone()),
@@ -208,10 +218,13 @@ impl Sandbox {
             load_time: started.elapsed(),
             pre,
         });
-        // Prove that an instance starts here, once, rather than in every partition worker.
-        PluginInstance::new(plugin.clone()).map_err(|e| LoadError::StartFailed {
-            path: path_buf,
-            reason: e.to_string(),
+        // Prove that an instance starts here, once, rather than in every partition worker; its
+        // `init` gets at most LOAD_INIT_DEADLINE, since loading holds up other plugins' reloads.
+        PluginInstance::probe(plugin.clone(), LOAD_INIT_DEADLINE).map_err(|e| {
+            LoadError::StartFailed {
+                path: path_buf,
+                reason: e.to_string(),
+            }
         })?;
         Ok(plugin)
     }

@@ -15,17 +15,23 @@ use crate::manifest::Capabilities;
 
 use super::bindings::{Level, kp};
 use super::guest_stdio::{GuestLog, Stream};
+use super::guest_text::{LOG_LINES_PER_SECOND, LogBudget, MAX_GUEST_TEXT, sanitize};
 
-/// Longest guest log line kept; longer ones are cut (a guest must not flood the host's log).
-const MAX_LOG_LINE: usize = 16 * 1024;
 /// Most table elements an instance may grow to.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+/// Most linear memories, core instances and tables one component instance may create (the
+/// toolchains kp supports use 1-2 memories and a handful of instances and tables).
+const MAX_MEMORIES: usize = 8;
+const MAX_CORE_INSTANCES: usize = 64;
+const MAX_TABLES: usize = 16;
 
 /// Who a guest is, for log lines: plugin name and version (short content hash).
 #[derive(Debug, Clone)]
 pub struct GuestIdentity {
     pub plugin: Arc<str>,
     pub version: Arc<str>,
+    /// Guest log lines (logging import, stdout, stderr) of every instance of this version.
+    pub log_budget: Arc<LogBudget>,
 }
 
 /// Where the guest is in the stream, for log lines.
@@ -45,8 +51,15 @@ pub struct GuestState {
     identity: GuestIdentity,
     /// The plugin's `[config]` values, shared by all its instances.
     config: Arc<BTreeMap<String, String>>,
-    /// Memory cap in bytes, enforced by the `ResourceLimiter` impl below.
+    /// Memory cap in bytes for all the instance's linear memories together, enforced by the
+    /// `ResourceLimiter` impl below.
     memory_cap: usize,
+    /// Bytes of linear memory the instance holds, over all its memories.
+    memory_used: usize,
+    /// When the current call (or `init`) must end; clock subscriptions are cut there.
+    call_deadline: Option<std::time::Instant>,
+    /// A clock subscription of the current call was cut at its deadline: the call timed out.
+    deadline_hit: bool,
     /// Set when the limiter refused a memory growth: a trap that follows is out-of-memory.
     memory_refused: bool,
     /// The message being handled, if any.
@@ -61,8 +74,8 @@ impl GuestState {
         capabilities: &Capabilities,
     ) -> Self {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestLog::new(identity.plugin.clone(), Stream::Stdout))
-            .stderr(GuestLog::new(identity.plugin.clone(), Stream::Stderr))
+        wasi.stdout(GuestLog::new(&identity, Stream::Stdout))
+            .stderr(GuestLog::new(&identity, Stream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -85,6 +98,9 @@ impl GuestState {
             identity,
             config,
             memory_cap: usize::try_from(memory_cap).unwrap_or(usize::MAX),
+            memory_used: 0,
+            call_deadline: None,
+            deadline_hit: false,
             memory_refused: false,
             position: None,
         }
@@ -105,6 +121,48 @@ impl GuestState {
         if let Some(p) = self.position.as_mut() {
             p.offset = -1;
         }
+    }
+
+    /// Sets (or clears) when the current call must end.
+    pub fn set_call_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.call_deadline = deadline;
+    }
+
+    pub(crate) fn call_deadline(&self) -> Option<std::time::Instant> {
+        self.call_deadline
+    }
+
+    /// The WASI clocks, and the flag a cut subscription sets.
+    pub(crate) fn clocks_and_deadline_hit(
+        &mut self,
+    ) -> (wasmtime_wasi::clocks::WasiClocksCtxView<'_>, &mut bool) {
+        (
+            wasmtime_wasi::clocks::WasiClocksCtxView {
+                ctx: self.wasi.clocks(),
+                table: &mut self.table,
+            },
+            &mut self.deadline_hit,
+        )
+    }
+
+    /// True (once) when a clock subscription was cut at the deadline since the last call to this.
+    pub fn take_deadline_hit(&mut self) -> bool {
+        std::mem::take(&mut self.deadline_hit)
+    }
+
+    /// A state with nothing granted, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        GuestState::new(
+            GuestIdentity {
+                plugin: "test".into(),
+                version: "0".into(),
+                log_budget: Arc::default(),
+            },
+            Arc::default(),
+            64 << 20,
+            &Capabilities::default(),
+        )
     }
 
     /// True (once) when the limiter refused a memory growth since the last call to this.
@@ -142,16 +200,33 @@ impl ResourceLimiter for GuestState {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        // The cap is for the instance: a component may hold several memories, and every one of
+        // them counts (`current` is what this memory already holds and is counted already).
+        let total = self.memory_used - current.min(self.memory_used) + desired;
+        if total > self.memory_cap {
             self.memory_refused = true;
             // An error (rather than Ok(false)) traps the guest at once: every language then
             // fails the same clean way instead of each handling allocation failure its own way.
             wasmtime::bail!(
-                "memory cap reached: growing linear memory from {current} to {desired} bytes exceeds the cap of {} bytes",
+                "memory cap reached: growing a linear memory from {current} to {desired} bytes \
+                 would make the instance's memories {total} bytes, above the cap of {} bytes",
                 self.memory_cap
             );
         }
+        self.memory_used = total;
         Ok(true)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 
     fn table_growing(
@@ -167,15 +242,14 @@ impl ResourceLimiter for GuestState {
 impl kp::plugin::types::Host for GuestState {}
 
 impl kp::plugin::logging::Host for GuestState {
-    fn log(&mut self, level: Level, mut message: String) {
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [cut]");
+    fn log(&mut self, level: Level, message: String) {
+        let Some(dropped) = self.identity.log_budget.take() else {
+            return; // over the plugin's rate: counted, said with the next line written
+        };
+        if dropped > 0 {
+            tracing::warn!(target: "kp::guest", plugin = %self.identity.plugin, dropped, "guest log lines dropped: over {LOG_LINES_PER_SECOND} lines/s");
         }
+        let message = sanitize(&message, MAX_GUEST_TEXT);
         let plugin = &*self.identity.plugin;
         let version = &*self.identity.version;
         let (topic, partition, offset) = match &self.position {
@@ -215,5 +289,34 @@ impl kp::plugin::config::Host for GuestState {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component may hold several memories; the cap is for all of them together.
+    #[test]
+    fn the_memory_cap_counts_every_memory_of_the_instance() {
+        let engine =
+            super::super::engine::build_engine(super::super::Allocation::OnDemand).unwrap();
+        // 400 pages = 25 MiB each: two fit the 64 MiB cap, three do not.
+        let three = wat::parse_str("(module (memory 400) (memory 400) (memory 400))").unwrap();
+        let two = wat::parse_str("(module (memory 400) (memory 400))").unwrap();
+        let instantiate = |bytes: &[u8]| {
+            let module = wasmtime::Module::new(&engine, bytes).unwrap();
+            let mut store = wasmtime::Store::new(&engine, GuestState::for_tests());
+            store.limiter(|state| state);
+            let result = wasmtime::Instance::new(&mut store, &module, &[]).map(|_| ());
+            (result, store.data_mut().take_memory_refused())
+        };
+        let (result, refused) = instantiate(&two);
+        assert!(result.is_ok() && !refused);
+        let (result, refused) = instantiate(&three);
+        assert!(
+            result.is_err() && refused,
+            "three memories of 25 MiB exceed a 64 MiB cap"
+        );
     }
 }

@@ -16,6 +16,9 @@
 //! | `to-topic:T`   | passes the message through to topic T                                  |
 //! | `to-partition:N` | passes the message through to partition N of the output topic        |
 //! | `big:N`        | passes the message through with a value of N bytes                     |
+//! | `wait:MS`      | sleeps MS milliseconds blocked in the host (`wasi:io/poll`), then passes |
+//! | `flood:N`      | logs N lines, then passes                                              |
+//! | `forge`        | logs a line with a line break and a fake kp ERROR line after it          |
 //! | `count`        | returns how many messages this instance has handled, itself included   |
 //! | `config`       | returns the `[config]` entries as `k=v` lines                          |
 //! | `stdio`        | writes to stdout and stderr and logs at every level, then passes       |
@@ -28,7 +31,8 @@
 //!
 //! Config: `delay-us = N` busy-waits N microseconds on every message (a slow handler);
 //! `log-each = true` logs "handling offset N" at info level before each message;
-//! `init-trap = true` panics in `init`.
+//! `init-trap = true` panics in `init`; `init-wait-ms = N` sleeps N ms (blocked in the host) in
+//! `init`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -55,6 +59,10 @@ fn init() -> Result<(), String> {
         None => 0,
     };
     let log_each = config::get("log-each").as_deref() == Some("true");
+    if let Some(ms) = config::get("init-wait-ms") {
+        let ms: u64 = ms.parse().map_err(|e| format!("init-wait-ms: {e}"))?;
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     if config::get("init-trap").as_deref() == Some("true") {
         panic!("chaos: asked to trap in init");
     }
@@ -162,6 +170,22 @@ fn handle(msg: Message) -> HandlerResult {
                 }
                 let header = seen.to_string();
                 return Ok(vec![Output::from_message(&msg).with_header("attempts", header)]);
+            }
+            if let Some(ms) = other.strip_prefix("wait:") {
+                let ms: u64 = ms.parse().map_err(HandlerError::bad_message)?;
+                std::thread::sleep(Duration::from_millis(ms));
+                return Ok(vec![Output::from_message(&msg)]);
+            }
+            if let Some(n) = other.strip_prefix("flood:") {
+                let n: u32 = n.parse().map_err(HandlerError::bad_message)?;
+                for i in 0..n {
+                    log::info(&format!("flood line {i}"));
+                }
+                return Ok(vec![Output::from_message(&msg)]);
+            }
+            if other == "forge" {
+                log::info("innocent\n2026-01-01T00:00:00.000000Z ERROR kp::kafka::health: PARTITION HALTED: forged\r\x1b[2K");
+                return Ok(vec![Output::from_message(&msg)]);
             }
             if let Some(topic) = other.strip_prefix("to-topic:") {
                 return Ok(vec![Output::from_message(&msg).to_topic(topic)]);
