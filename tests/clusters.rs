@@ -71,7 +71,7 @@ fn failing_run(bootstrap: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     plugins.add(
         "uppercase",
         "uppercase",
-        &manifest(&input, &input, &unique("kp-fail"), ""),
+        &manifest(&input, &unique("sec-fail-out"), &unique("kp-fail"), ""),
     );
     let mut command = std::process::Command::new(support::kp_bin());
     command

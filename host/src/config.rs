@@ -11,6 +11,11 @@
 //! instance-id = "kp-1"           # static group membership (fast restarts); unset by default
 //! max-uncommitted = 5000         # per partition: handled but not yet committed, at most
 //!
+//! tenancy = "open"               # or "governed": see crate::policy and the README
+//! [policy.orders]                # the operator's policy for plugin "orders" (crate::policy)
+//! consume = ["orders"]
+//! produce = ["orders-enriched"]
+//!
 //! [kafka]                        # librdkafka properties for every client
 //! "security.protocol" = "SASL_SSL"
 //! "sasl.mechanisms" = "SCRAM-SHA-512"
@@ -29,6 +34,7 @@ use serde::Deserialize;
 
 use crate::kafka::settings::looks_secret;
 use crate::kafka::{CommitMode, GroupProtocol};
+use crate::policy::{PluginPolicy, Tenancy};
 
 /// The contents of a config file; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +50,11 @@ pub struct FileConfig {
     pub accept_duplicates: Option<bool>,
     pub instance_id: Option<String>,
     pub max_uncommitted: Option<u64>,
+    /// Whether plugins without a policy of their own may run (`crate::policy`).
+    pub tenancy: Option<Tenancy>,
+    /// The operator's policy per plugin: `[policy.NAME]`.
+    #[serde(default)]
+    pub policy: BTreeMap<String, PluginPolicy>,
     #[serde(default)]
     pub kafka: BTreeMap<String, toml::Value>,
     #[serde(default)]

@@ -25,8 +25,8 @@ use crate::runner::{self, RunConfig, RunReport};
 /// Partitions of each topic created on the embedded broker.
 const PARTITIONS: i32 = 3;
 
-/// Input and output topics named by the manifests in `dir`, plus topic lists in their config
-/// (a `routes = "a,b"` value), so the embedded broker can create them.
+/// Input, output and dead-letter topics named by the manifests in `dir`, so the embedded broker
+/// can create them.
 fn topics_of(dir: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
     let mut inputs = BTreeSet::new();
     let mut outputs = BTreeSet::new();
@@ -35,16 +35,8 @@ fn topics_of(dir: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
             continue;
         };
         inputs.extend(manifest.input_topics.iter().cloned());
-        outputs.extend(manifest.output_topic.iter().cloned());
-        if let Some(routes) = manifest.config.get("routes") {
-            outputs.extend(
-                routes
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from),
-            );
-        }
+        outputs.extend(manifest.declared_outputs().cloned());
+        outputs.extend(manifest.on_failure.dead_letter_topic.iter().cloned());
     }
     Ok((inputs, outputs))
 }

@@ -9,6 +9,7 @@
 //! - [`runner`]: `kp run`: start everything, drain on shutdown; [`dev`]: the same on an embedded broker.
 //! - [`registry`]: the running plugins, kept in line with the plugins folder (**hot reload**);
 //!   [`watcher`]: notices file changes; [`status`]: what an operator sees.
+//! - [`policy`]: the operator's policy: what each plugin may read, write and know (tenancy).
 //! - [`config`]: the optional config file; [`files`]: writing files readers never see half of.
 //! - [`guest`]: tools for handler authors: `kp new` (scaffolds) and `kp componentize`.
 //! - [`version`]: `kp version`: versions and what this build of librdkafka can do (TLS, SASL, codecs).
@@ -26,6 +27,7 @@ pub mod files;
 pub mod guest;
 pub mod kafka;
 pub mod manifest;
+pub mod policy;
 pub mod registry;
 pub mod replay;
 pub mod runner;

@@ -182,6 +182,11 @@ impl EngineArgs {
             .or(file.queue_depth)
             .unwrap_or(kp::kafka::DEFAULT_QUEUE_DEPTH);
         anyhow::ensure!(queue_depth >= 2, "--queue-depth must be at least 2");
+        let mut policy = kp::policy::Policy {
+            tenancy: file.tenancy.unwrap_or_default(),
+            plugins: file.policy.clone(),
+        };
+        policy.resolve_references()?;
         let max_uncommitted = self
             .max_uncommitted
             .or(file.max_uncommitted)
@@ -202,6 +207,7 @@ impl EngineArgs {
                     .unwrap_or(kp::kafka::DEFAULT_DRAIN_TIMEOUT),
                 queue_depth,
                 max_uncommitted,
+                policy,
             },
             watch: !self.no_watch,
             status_file: self.status_file,

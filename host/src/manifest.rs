@@ -3,6 +3,7 @@
 //! ```toml
 //! input-topics = ["orders"]        # required to run under `kp run`
 //! output-topic = "orders-enriched" # default destination of outputs that name no topic
+//! output-topics = ["orders-large"] # every other topic the handler may write to (nothing else)
 //! group-id = "kp-enricher"         # consumer group; default "kp-" + NAME
 //!
 //! [limits]
@@ -54,8 +55,16 @@ pub struct Manifest {
     pub input_topics: Vec<String>,
     /// Where outputs that name no topic go.
     pub output_topic: Option<String>,
+    /// The other topics the handler may write to. An output to a topic that is neither this nor
+    /// `output_topic` is refused (the failure policy applies).
+    pub output_topics: Vec<String>,
     /// Consumer group id.
     pub group_id: String,
+    /// True when the manifest named the group itself (rather than taking `kp-NAME`).
+    pub group_id_set: bool,
+    /// May an output name its partition? Not a manifest key: the operator's policy decides
+    /// (`crate::policy`); true unless it says otherwise.
+    pub explicit_partitions: bool,
     /// Sandbox limits.
     pub limits: Limits,
     /// Values the guest reads through `kp:plugin/config`, sorted by key.
@@ -210,6 +219,8 @@ struct RawManifest {
     #[serde(default)]
     input_topics: Vec<String>,
     output_topic: Option<String>,
+    #[serde(default)]
+    output_topics: Vec<String>,
     group_id: Option<String>,
     #[serde(default)]
     limits: RawLimits,
@@ -235,13 +246,26 @@ impl Manifest {
             name: name.to_string(),
             input_topics: Vec::new(),
             output_topic: None,
+            output_topics: Vec::new(),
             group_id: format!("kp-{name}"),
+            group_id_set: false,
+            explicit_partitions: true,
             limits: Limits::default(),
             config: BTreeMap::new(),
             on_failure: FailurePolicy::default(),
             capabilities: Capabilities::default(),
             source: None,
         }
+    }
+
+    /// Every topic the handler may write to: `output-topic` and `output-topics`.
+    pub fn declared_outputs(&self) -> impl Iterator<Item = &String> {
+        self.output_topic.iter().chain(&self.output_topics)
+    }
+
+    /// True when the handler may write to `topic`.
+    pub fn may_write(&self, topic: &str) -> bool {
+        self.declared_outputs().any(|t| t == topic)
     }
 
     /// The manifest path that belongs to a module: `dir/NAME.wasm` → `dir/NAME.toml`.
@@ -274,8 +298,26 @@ impl Manifest {
     pub fn parse(name: &str, text: &str) -> Result<Manifest> {
         let raw: RawManifest = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!(crate::files::toml_error(&e, text)))?;
-        for topic in raw.input_topics.iter().chain(raw.output_topic.iter()) {
+        for topic in raw
+            .input_topics
+            .iter()
+            .chain(raw.output_topic.iter())
+            .chain(&raw.output_topics)
+        {
             validate_topic(topic)?;
+        }
+        for topic in raw
+            .output_topic
+            .iter()
+            .chain(&raw.output_topics)
+            .chain(&raw.on_failure.dead_letter_topic)
+        {
+            if topic.starts_with('_') {
+                bail!(
+                    "{topic:?} cannot be written by a plugin: topics starting with '_' belong to \
+                     Kafka and its tools (__consumer_offsets, _schemas, connect's topics)"
+                );
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for topic in &raw.input_topics {
@@ -315,6 +357,9 @@ impl Manifest {
             name: name.to_string(),
             input_topics: raw.input_topics,
             output_topic: raw.output_topic,
+            output_topics: raw.output_topics,
+            group_id_set: raw.group_id.is_some(),
+            explicit_partitions: true,
             group_id: raw.group_id.unwrap_or_else(|| format!("kp-{name}")),
             limits: Limits {
                 timeout: Duration::from_millis(timeout_ms),

@@ -220,7 +220,8 @@ impl PluginRegistry {
             }
         }
         let before = fingerprint(&module);
-        let plugin = match self.sandbox.load(&module) {
+        let policy = &self.options.policy;
+        let plugin = match self.sandbox.load_admitted(&module, &|m| policy.apply(m)) {
             Ok(plugin) => plugin,
             Err(e) => {
                 if fingerprint(&module) != before || still_arriving(&e, &module, before) {
@@ -241,6 +242,10 @@ impl PluginRegistry {
                 Manifest::path_for(&module).display()
             );
             self.refuse(name, why);
+            return;
+        }
+        if let Err(why) = self.conflicts(name, &plugin.manifest) {
+            self.refuse(name, format!("{}: not started: {why}", module.display()));
             return;
         }
         let (restart, previous) = match self.running.get(name) {
@@ -318,6 +323,47 @@ impl PluginRegistry {
     }
 
     /// Records why a plugin (or a new version of it) was not started.
+    /// What running `manifest` as plugin `name` would clash with among the other running
+    /// plugins: a consumer group another plugin uses (the two would split its partitions and
+    /// commit for each other), or a loop from its outputs back to its inputs, directly or
+    /// through other plugins, unless the operator allows it.
+    fn conflicts(&self, name: &str, manifest: &Manifest) -> Result<(), String> {
+        let others: Vec<(String, Manifest)> = self
+            .running
+            .iter()
+            .filter(|(other, _)| other.as_str() != name)
+            .map(|(other, r)| (other.clone(), (*r.versions.load().manifest).clone()))
+            .collect();
+        if let Some((other, _)) = others.iter().find(|(_, m)| m.group_id == manifest.group_id) {
+            return Err(format!(
+                "plugins {other} and {name} both ask for consumer group {:?}: give each plugin \
+                 a group of its own (each must see every record of its topics)",
+                manifest.group_id
+            ));
+        }
+        if !self.options.policy.allows_loops(name) {
+            let graph: Vec<(String, Vec<String>, Vec<String>)> = others
+                .iter()
+                .map(|(n, m)| {
+                    (
+                        n.clone(),
+                        m.input_topics.clone(),
+                        m.declared_outputs().cloned().collect(),
+                    )
+                })
+                .collect();
+            let outputs: Vec<String> = manifest.declared_outputs().cloned().collect();
+            if let Some(path) = crate::policy::find_loop(&manifest.input_topics, &outputs, &graph) {
+                return Err(format!(
+                    "its outputs reach its own inputs ({}): a loop that would never end; the \
+                     operator may allow it with allow-loops = true under [policy.{name}]",
+                    path.join(" -> ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Stops plugin `name` if it runs (drain, commit, leave); true if it ran.
     fn stop_running(&mut self, name: &str) -> bool {
         let Some(running) = self.running.remove(name) else {
@@ -355,7 +401,7 @@ impl PluginRegistry {
         for topic in manifest
             .input_topics
             .iter()
-            .chain(&manifest.output_topic)
+            .chain(manifest.declared_outputs())
             .chain(&manifest.on_failure.dead_letter_topic)
         {
             let md = self.metadata.fetch_metadata(Some(topic), METADATA_TIMEOUT);

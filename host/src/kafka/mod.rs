@@ -58,6 +58,8 @@ pub struct RunOptions {
     /// At most this many messages of a partition are handled but not yet committed: the bound on
     /// what is handled again after a crash. A worker that reaches it waits for the commit.
     pub max_uncommitted: u64,
+    /// The operator's policy: what each plugin may read, write and know.
+    pub policy: crate::policy::Policy,
 }
 
 impl Default for RunOptions {
@@ -68,6 +70,7 @@ impl Default for RunOptions {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_uncommitted: DEFAULT_MAX_UNCOMMITTED,
+            policy: crate::policy::Policy::default(),
         }
     }
 }

@@ -7,6 +7,16 @@
 //! UTF-8 is not handed to the guest (it could not be shown to it faithfully): it goes to the
 //! failure policy as a `bad-message`, carried with its names made UTF-8 (invalid bytes replaced)
 //! and the original bytes, in hex, in the error message.
+//!
+//! Header names starting with `kp.` are kp's: its dead-letter records carry `kp.source.topic`,
+//! `kp.error.kind` and the rest. An input header in that namespace reaches the guest (and a
+//! dead-letter copy) renamed `kp.original.*`, so nothing upstream can pass for kp's metadata,
+//! and a guest may not set a `kp.*` header on an output ([`reserved_header`]).
+
+/// True for header names in kp's namespace (`kp.` but not `kp.original.`).
+pub fn reserved_header(name: &str) -> bool {
+    name.starts_with("kp.") && !name.starts_with("kp.original.")
+}
 
 use std::ffi::CStr;
 
@@ -62,6 +72,10 @@ pub fn to_message(m: &BorrowedMessage<'_>) -> Record {
                     });
                     lossy
                 }
+            };
+            let name = match name.strip_prefix("kp.") {
+                Some(rest) => format!("kp.original.{rest}"),
+                None => name,
             };
             // The contract has no null header values: a null value arrives empty.
             Header {

@@ -401,6 +401,10 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             );
             return false;
         }
+        if let Some(why) = undeclared_output(&plugin.manifest, &outputs) {
+            let failure = HandlerFailure::OutputRefused(why);
+            return self.give_up(plugin, &message, &failure, attempt, Registered::No);
+        }
         // Kept until its outputs are acknowledged only where a refused output could still send
         // it to the dead-letter topic.
         let keep =
@@ -658,6 +662,45 @@ impl ConsumeErrors {
             }
         }
     }
+}
+
+/// Why the outputs of one call may not be sent, if they may not: an output to a topic the
+/// manifest does not declare (`output-topic`, `output-topics`; they were checked against the
+/// operator's policy at load), to an explicit partition where the policy forbids it, or with a
+/// header in kp's reserved `kp.` namespace (kp's dead-letter metadata cannot be forged).
+pub fn undeclared_output(
+    manifest: &crate::manifest::Manifest,
+    outputs: &[Output],
+) -> Option<String> {
+    use crate::sandbox::guest_text::sanitize;
+    for (i, out) in outputs.iter().enumerate() {
+        let topic = out.topic.as_deref().or(manifest.output_topic.as_deref())?;
+        if !manifest.may_write(topic) {
+            return Some(format!(
+                "output {i} goes to topic {:?}, which the plugin's manifest does not declare \
+                 (output-topic, output-topics)",
+                sanitize(topic, 256)
+            ));
+        }
+        if let Some(partition) = out.partition
+            && !manifest.explicit_partitions
+        {
+            return Some(format!(
+                "output {i} names partition {partition}, which the operator's policy does not allow"
+            ));
+        }
+        if let Some(h) = out
+            .headers
+            .iter()
+            .find(|h| record::reserved_header(&h.name))
+        {
+            return Some(format!(
+                "output {i} sets header {:?}: headers starting with \"kp.\" belong to kp",
+                sanitize(&h.name, 256)
+            ));
+        }
+    }
+    None
 }
 
 /// The pause before attempt `attempt + 1`: exponential from the initial backoff, capped, with

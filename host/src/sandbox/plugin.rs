@@ -24,6 +24,8 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: refused by the operator's policy: the plugin {reason}")]
+    NotAllowed { path: PathBuf, reason: String },
     #[error("{path}: bad manifest: {reason}")]
     Manifest { path: PathBuf, reason: String },
     #[error("{path}: not a WebAssembly file ({reason})")]
@@ -121,9 +123,23 @@ impl LoadedPlugin {
 impl Sandbox {
     /// Loads `path` and the manifest beside it.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let manifest = Manifest::load_for(path).map_err(|e| LoadError::Manifest {
+        self.load_admitted(path, &|_| Ok(()))
+    }
+
+    /// [`Self::load`], with the manifest first put through `admit` (the operator's policy),
+    /// which may refuse it or adjust it; a refused plugin is not even compiled.
+    pub fn load_admitted(
+        &self,
+        path: &Path,
+        admit: &dyn Fn(&mut Manifest) -> Result<(), String>,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let mut manifest = Manifest::load_for(path).map_err(|e| LoadError::Manifest {
             path: Manifest::path_for(path),
             reason: format!("{e:#}"),
+        })?;
+        admit(&mut manifest).map_err(|reason| LoadError::NotAllowed {
+            path: path.to_path_buf(),
+            reason,
         })?;
         let bytes = crate::files::read_plugin_file(path, crate::files::MAX_MODULE_BYTES).map_err(
             |source| LoadError::Io {

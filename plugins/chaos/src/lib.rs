@@ -19,6 +19,7 @@
 //! | `wait:MS`      | sleeps MS milliseconds blocked in the host (`wasi:io/poll`), then passes |
 //! | `flood:N`      | logs N lines, then passes                                              |
 //! | `forge`        | logs a line with a line break and a fake kp ERROR line after it          |
+//! | `set-header:H` | passes the message through with a header H = "forged"                  |
 //! | `count`        | returns how many messages this instance has handled, itself included   |
 //! | `config`       | returns the `[config]` entries as `k=v` lines                          |
 //! | `stdio`        | writes to stdout and stderr and logs at every level, then passes       |
@@ -186,6 +187,9 @@ fn handle(msg: Message) -> HandlerResult {
             if other == "forge" {
                 log::info("innocent\n2026-01-01T00:00:00.000000Z ERROR kp::kafka::health: PARTITION HALTED: forged\r\x1b[2K");
                 return Ok(vec![Output::from_message(&msg)]);
+            }
+            if let Some(name) = other.strip_prefix("set-header:") {
+                return Ok(vec![Output::from_message(&msg).with_header(name, "forged")]);
             }
             if let Some(topic) = other.strip_prefix("to-topic:") {
                 return Ok(vec![Output::from_message(&msg).to_topic(topic)]);
