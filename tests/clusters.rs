@@ -94,6 +94,21 @@ fn failing_run(bootstrap: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     text
 }
 
+/// `-X` arguments for SASL_SSL with SCRAM-SHA-512 as the test user, `password` (a `-X` value:
+/// `sasl.password=...`) and the CA file `ca` of the broker's TLS folder.
+fn scram_args(s: &Secured, password: &str, ca: &str) -> Vec<String> {
+    [
+        "security.protocol=SASL_SSL".to_string(),
+        "sasl.mechanisms=SCRAM-SHA-512".into(),
+        format!("sasl.username={}", s.scram_user),
+        password.to_string(),
+        format!("ssl.ca.location={}", s.tls(ca)),
+    ]
+    .into_iter()
+    .flat_map(|p| ["-X".to_string(), p])
+    .collect()
+}
+
 /// The line kp ends a failed start with.
 fn final_error(text: &str) -> &str {
     text.lines()
@@ -122,22 +137,15 @@ fn tls_with_server_verification() {
 fn tls_with_the_wrong_ca_is_a_clear_error_that_shows_no_secret() {
     // SASL_SSL with the right password and a CA that did not sign the broker's certificate.
     let s = Secured::get();
-    let ca = format!("ssl.ca.location={}", s.tls("other-ca.pem"));
-    let user = format!("sasl.username={}", s.scram_user);
+    let args = scram_args(
+        &s,
+        "sasl.password=${env:KP_TEST_KAFKA_PASSWORD}",
+        "other-ca.pem",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let text = failing_run(
         &s.sasl_ssl,
-        &[
-            "-X",
-            "security.protocol=SASL_SSL",
-            "-X",
-            "sasl.mechanisms=SCRAM-SHA-512",
-            "-X",
-            &user,
-            "-X",
-            "sasl.password=${env:KP_TEST_KAFKA_PASSWORD}",
-            "-X",
-            &ca,
-        ],
+        &args,
         &[("KP_TEST_KAFKA_PASSWORD", &s.scram_password)],
     );
     let why = final_error(&text);
@@ -174,18 +182,8 @@ fn sasl_scram_over_tls_with_the_password_from_a_file() {
     let secrets = tempfile::tempdir().unwrap();
     let password_file = secrets.path().join("kafka-password");
     std::fs::write(&password_file, format!("{}\n", s.scram_password)).unwrap();
-    let args = [
-        "-X".to_string(),
-        "security.protocol=SASL_SSL".into(),
-        "-X".into(),
-        "sasl.mechanisms=SCRAM-SHA-512".into(),
-        "-X".into(),
-        format!("sasl.username={}", s.scram_user),
-        "-X".into(),
-        format!("sasl.password=${{file:{}}}", password_file.display()),
-        "-X".into(),
-        format!("ssl.ca.location={}", s.tls("ca.pem")),
-    ];
+    let password = format!("sasl.password=${{file:{}}}", password_file.display());
+    let args = scram_args(&s, &password, "ca.pem");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let logs = uppercase_over(&s.sasl_ssl, &args, 300);
     assert!(
@@ -202,29 +200,14 @@ fn sasl_scram_over_tls_with_the_password_from_a_file() {
 fn sasl_scram_with_a_wrong_password_names_the_mechanism_not_the_password() {
     let s = Secured::get();
     let wrong = "wrong-hunter2-password";
-    let ca = format!("ssl.ca.location={}", s.tls("ca.pem"));
-    let user = format!("sasl.username={}", s.scram_user);
     // From the environment, and written on the command line (which kp warns about).
     for password in [
         "sasl.password=${env:KP_TEST_KAFKA_PASSWORD}".to_string(),
         format!("sasl.password={wrong}"),
     ] {
-        let text = failing_run(
-            &s.sasl_ssl,
-            &[
-                "-X",
-                "security.protocol=SASL_SSL",
-                "-X",
-                "sasl.mechanisms=SCRAM-SHA-512",
-                "-X",
-                &user,
-                "-X",
-                &password,
-                "-X",
-                &ca,
-            ],
-            &[("KP_TEST_KAFKA_PASSWORD", wrong)],
-        );
+        let args = scram_args(&s, &password, "ca.pem");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let text = failing_run(&s.sasl_ssl, &args, &[("KP_TEST_KAFKA_PASSWORD", wrong)]);
         let why = final_error(&text);
         assert!(
             why.contains("SCRAM-SHA-512") && why.contains("Authentication failed"),

@@ -316,10 +316,7 @@ fn a_restart_after_kill_9_gets_its_partitions_back_at_once() {
     );
     create_topic(&input, 3);
     create_topic(&output, 3);
-    let records: Vec<Rec> = (0..n)
-        .map(|i| Rec::kv(&format!("k{}", i % 30), &i.to_string()).header("seq", i.to_string()))
-        .collect();
-    produce(&input, &records);
+    produce(&input, &support::seq_records(n, 30));
     let plugins = PluginDir::new();
     plugins.add(
         "chaos",
@@ -350,10 +347,7 @@ fn a_restart_after_kill_9_gets_its_partitions_back_at_once() {
         back_after < Duration::from_secs(10),
         "partitions back only after {back_after:?}:\n{logs}"
     );
-    let mut seen = vec![0u32; n];
-    for r in &outputs {
-        seen[r.header_str("seq").unwrap().parse::<usize>().unwrap()] += 1;
-    }
+    let seen = support::count_by_seq(&outputs, n);
     assert!(seen.iter().all(|c| *c >= 1), "nothing lost");
     let again: u32 = seen.iter().map(|c| c - 1).sum();
     println!(
@@ -380,10 +374,7 @@ fn a_broker_outage_during_produce_halts_nothing() {
     );
     create_topic(&input, 2);
     create_topic(&output, 2);
-    let records: Vec<Rec> = (0..n)
-        .map(|i| Rec::kv(&format!("k{}", i % 10), &i.to_string()).header("seq", i.to_string()))
-        .collect();
-    produce(&input, &records);
+    produce(&input, &support::seq_records(n, 10));
     let plugins = PluginDir::new();
     plugins.add(
         "chaos",
@@ -409,10 +400,7 @@ fn a_broker_outage_during_produce_halts_nothing() {
         .any(|s| logs.contains(s)),
         "kp did not notice the outage:\n{logs}"
     );
-    let mut seen = vec![0u32; n];
-    for r in &outputs {
-        seen[r.header_str("seq").unwrap().parse::<usize>().unwrap()] += 1;
-    }
+    let seen = support::count_by_seq(&outputs, n);
     assert!(
         seen.iter().all(|c| *c == 1),
         "every output exactly once (idempotent producer)"

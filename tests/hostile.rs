@@ -436,30 +436,9 @@ fn a_blocking_init_or_a_compile_bomb_does_not_stop_the_others_or_shutdown() {
         "calm",
         &support::manifest(&input, &output, &group, ""),
     );
-    let logdir = tempfile::tempdir().unwrap();
-    let log = logdir.path().join("kp.log");
-    let mut kp = Command::new(kp_bin())
-        .args([
-            "run",
-            "--brokers",
-            support::brokers(),
-            "--plugins",
-            plugins.path().to_str().unwrap(),
-        ])
-        .args(["--cache-dir", support::cache_dir().to_str().unwrap()])
-        .env("KP_COMPILE_MEMORY_MIB", "1024")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !logs().contains(needle) {
-            assert!(Instant::now() < deadline, "no {needle:?}:\n{}", logs());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    wait_for("plugin consuming");
+    let mut kp =
+        support::Kp::run_with_env(plugins.path(), &[], &[("KP_COMPILE_MEMORY_MIB", "1024")]);
+    kp.wait_for_log("plugin consuming", Duration::from_secs(60));
     // The hostile ones arrive while kp runs.
     plugins.add("chaos", "stuck", &format!(
         "input-topics = [\"{input}\"]\n[limits]\ntimeout-ms = 2000\n[config]\ninit-wait-ms = 100000000\n"
@@ -485,31 +464,13 @@ fn a_blocking_init_or_a_compile_bomb_does_not_stop_the_others_or_shutdown() {
         50,
         "the calm plugin flowed"
     );
-    wait_for("plugin=\"stuck\"");
-    wait_for("bomb");
+    kp.wait_for_log("plugin=\"stuck\"", Duration::from_secs(60));
+    kp.wait_for_log("bomb", Duration::from_secs(60));
     let stopped = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &kp.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = kp.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "SIGTERM did not end kp:\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    kp.signal("TERM");
+    kp.wait(Duration::from_secs(60)); // panics, with the log, if SIGTERM did not end kp
     println!("SIGTERM to exit: {:?}", stopped.elapsed());
-    let all = logs();
+    let all = kp.logs();
     assert!(all.contains("needed more than 1024 MiB"), "{all}");
     assert!(all.contains("deadline"), "{all}");
-    let _ = status;
 }

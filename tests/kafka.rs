@@ -341,7 +341,7 @@ fn a_missing_topic_with_no_other_plugin_is_a_clear_error() {
     plugins.add(
         "uppercase",
         "lonely",
-        &manifest(&topic, &topic, &unique("g"), ""),
+        &manifest(&topic, &unique("absent-out"), &unique("g"), ""),
     );
     let mut kp = Kp::run(plugins.path(), &[]);
     let status = kp.wait(Duration::from_secs(60));

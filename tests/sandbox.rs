@@ -501,3 +501,28 @@ fn a_full_instance_pool_is_unavailable_not_a_trap() {
         "a freed slot is used again"
     );
 }
+
+/// The operator's `max-instances`: a plugin's share of the pool. Past it a new instance is
+/// "unavailable" (waited out), like a full pool.
+#[test]
+fn a_plugins_share_of_the_pool_is_capped() {
+    let plugin = sandbox()
+        .load_admitted(&module("uppercase"), &|m| {
+            m.max_instances = Some(2);
+            Ok(())
+        })
+        .unwrap();
+    let first = PluginInstance::new(plugin.clone()).unwrap();
+    let _second = PluginInstance::new(plugin.clone()).unwrap();
+    let Err(third) = PluginInstance::new(plugin.clone()) else {
+        panic!("a third instance beyond a share of two");
+    };
+    assert_eq!(
+        third.kind(),
+        kp::sandbox::FailureKind::Unavailable,
+        "{third}"
+    );
+    assert!(third.to_string().contains("max-instances"), "{third}");
+    drop(first);
+    assert!(PluginInstance::new(plugin).is_ok());
+}

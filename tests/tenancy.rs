@@ -82,27 +82,12 @@ fn a_governed_host_refuses_what_the_policy_does_not_grant() {
         "--status-file",
         status_file.to_str().unwrap(),
     ];
-    let start = |args: &[&str]| {
-        let mut kp = std::process::Command::new(support::kp_bin());
-        kp.args([
-            "run",
-            "--brokers",
-            support::brokers(),
-            "--plugins",
-            plugins.path().to_str().unwrap(),
-        ])
-        .args(["--cache-dir", support::cache_dir().to_str().unwrap()])
-        .args(args)
-        .env("KP_TEST_GOOD_VAR", "granted")
-        .env("KP_TEST_GOOD_SECRET", "good-only-secret")
-        .env("KP_TEST_KAFKA_SECRET", "operator-credential");
-        kp
-    };
-    let log = dir.path().join("kp.log");
-    let mut child = start(&args)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let env = [
+        ("KP_TEST_GOOD_VAR", "granted"),
+        ("KP_TEST_GOOD_SECRET", "good-only-secret"),
+        ("KP_TEST_KAFKA_SECRET", "operator-credential"),
+    ];
+    let kp = Kp::run_with_env(plugins.path(), &args, &env);
     produce(
         &orders,
         &[
@@ -136,14 +121,8 @@ fn a_governed_host_refuses_what_the_policy_does_not_grant() {
     );
     assert!(why("thief").contains("kp-good"), "{s}");
     assert!(why("greedy").contains("KP_TEST_KAFKA_SECRET"), "{s}");
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(
-        child.wait().unwrap().success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
-    );
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
 
     // The operator grants snoop the payments topic: it runs after a restart.
     let cfg = policy(true);
@@ -153,10 +132,7 @@ fn a_governed_host_refuses_what_the_policy_does_not_grant() {
         "--status-file",
         status_file.to_str().unwrap(),
     ];
-    let mut child = start(&args)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let kp = Kp::run_with_env(plugins.path(), &args, &env);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while status_of(&status_file)["plugins"]["snoop"]["state"] != "running" {
         assert!(
@@ -166,10 +142,8 @@ fn a_governed_host_refuses_what_the_policy_does_not_grant() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
 }
 
 /// Open (no policy): the rules that always hold. An output to an undeclared topic, to a topic

@@ -65,6 +65,9 @@ pub struct Manifest {
     /// May an output name its partition? Not a manifest key: the operator's policy decides
     /// (`crate::policy`); true unless it says otherwise.
     pub explicit_partitions: bool,
+    /// Most instances of this plugin alive at once, its share of the pool. Not a manifest key:
+    /// the operator's policy (`max-instances`); unbounded unless it says so.
+    pub max_instances: Option<u32>,
     /// Sandbox limits.
     pub limits: Limits,
     /// Values the guest reads through `kp:plugin/config`, sorted by key.
@@ -250,6 +253,7 @@ impl Manifest {
             group_id: format!("kp-{name}"),
             group_id_set: false,
             explicit_partitions: true,
+            max_instances: None,
             limits: Limits::default(),
             config: BTreeMap::new(),
             on_failure: FailurePolicy::default(),
@@ -360,6 +364,7 @@ impl Manifest {
             output_topics: raw.output_topics,
             group_id_set: raw.group_id.is_some(),
             explicit_partitions: true,
+            max_instances: None,
             group_id: raw.group_id.unwrap_or_else(|| format!("kp-{name}")),
             limits: Limits {
                 timeout: Duration::from_millis(timeout_ms),

@@ -15,6 +15,7 @@
 //! max-memory-mib = 128            # ceilings on what its manifest may ask
 //! max-timeout-ms = 10000
 //! explicit-partitions = false     # may outputs name a partition? (default true)
+//! max-instances = 8               # its share of the instance pool (default: no cap)
 //! allow-loops = false             # may its outputs reach its own inputs? (default false)
 //! [policy.orders.config]         # values only this plugin receives (through kp:plugin/config)
 //! api-key = "${file:/run/secrets/orders-api-key}"
@@ -64,6 +65,9 @@ pub struct PluginPolicy {
     pub max_timeout_ms: Option<u64>,
     /// May an output name its partition? Default true.
     pub explicit_partitions: Option<bool>,
+    /// Its share of the instance pool: most instances alive at once (one per partition it is
+    /// handling). Beyond it, its partitions wait for an instance; no message fails for it.
+    pub max_instances: Option<u32>,
     /// May its outputs reach its own inputs (directly or through other plugins)? Default false.
     #[serde(default)]
     pub allow_loops: bool,
@@ -199,6 +203,7 @@ impl Policy {
         if let Some(explicit) = policy.explicit_partitions {
             manifest.explicit_partitions = explicit;
         }
+        manifest.max_instances = policy.max_instances;
         for (key, value) in &policy.config {
             manifest.config.insert(key.clone(), value.clone());
         }

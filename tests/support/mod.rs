@@ -177,22 +177,23 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Creates a topic and waits until its partitions have leaders.
-pub fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
-        .unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = runtime()
-        .block_on(admin.create_topics(
-            &[topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
+        .unwrap()
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)))
+}
+
+/// Waits until the cluster's metadata of topic `name` satisfies `ready`.
+fn wait_for_topic(
+    name: &str,
+    what: &str,
+    ready: impl Fn(&rdkafka::metadata::MetadataTopic) -> bool,
+) {
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
@@ -202,56 +203,45 @@ pub fn create_topic(name: &str, partitions: i32) {
         let md = probe
             .fetch_metadata(Some(name), Duration::from_secs(5))
             .unwrap();
-        let ready = md.topics().iter().any(|t| {
-            t.error().is_none()
-                && t.partitions().len() == partitions as usize
-                && t.partitions().iter().all(|p| p.leader() >= 0)
-        });
-        if ready {
+        let topics = md.topics();
+        if !topics.is_empty() && topics.iter().all(&ready) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "topic {name} did not become ready"
+            "topic {name} did not become {what}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
+/// Creates a topic and waits until its partitions have leaders.
+pub fn create_topic(name: &str, partitions: i32) {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = runtime()
+        .block_on(admin().create_topics(&[topic], &admin_options()))
+        .unwrap();
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+    wait_for_topic(name, "ready", |t| {
+        t.error().is_none()
+            && t.partitions().len() == partitions as usize
+            && t.partitions().iter().all(|p| p.leader() >= 0)
+    });
+}
+
 /// Deletes a topic and waits until the cluster no longer has it.
 pub fn delete_topic(name: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
     let results = runtime()
-        .block_on(admin.delete_topics(
-            &[name],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        ))
+        .block_on(admin().delete_topics(&[name], &admin_options()))
         .unwrap();
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("deleting topic {t}: {e}"));
     }
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let md = probe
-            .fetch_metadata(Some(name), Duration::from_secs(5))
-            .unwrap();
-        if md
-            .topics()
-            .iter()
-            .all(|t| t.error().is_some() || t.partitions().is_empty())
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "topic {name} was not deleted");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_topic(name, "deleted", |t| {
+        t.error().is_some() || t.partitions().is_empty()
+    });
 }
 
 /// Creates a topic, retrying while a deletion of the same name is still being carried out.
@@ -293,6 +283,26 @@ impl Rec {
         self.partition = Some(partition);
         self
     }
+}
+
+/// `n` records keyed over `keys` keys, value and `seq` header `i`.
+pub fn seq_records(n: usize, keys: usize) -> Vec<Rec> {
+    (0..n)
+        .map(|i| Rec::kv(&format!("k{}", i % keys), &i.to_string()).header("seq", i.to_string()))
+        .collect()
+}
+
+/// How many outputs carry each `seq` header value in `0..n`.
+pub fn count_by_seq(outputs: &[Read], n: usize) -> Vec<u32> {
+    let mut seen = vec![0u32; n];
+    for r in outputs {
+        seen[r
+            .header_str("seq")
+            .expect("seq header")
+            .parse::<usize>()
+            .unwrap()] += 1;
+    }
+    seen
 }
 
 /// A record read back.
@@ -683,10 +693,26 @@ impl Kp {
 
     /// Starts `kp run` against `bootstrap` (another listener of the test broker, say).
     pub fn run_against(bootstrap: &str, plugins: &Path, extra: &[&str], filter: &str) -> Kp {
+        Self::start(bootstrap, plugins, extra, filter, &[])
+    }
+
+    /// Starts `kp run` on the test broker with extra environment variables.
+    pub fn run_with_env(plugins: &Path, extra: &[&str], env: &[(&str, &str)]) -> Kp {
+        Self::start(brokers(), plugins, extra, "info", env)
+    }
+
+    fn start(
+        bootstrap: &str,
+        plugins: &Path,
+        extra: &[&str],
+        filter: &str,
+        env: &[(&str, &str)],
+    ) -> Kp {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("kp.log");
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(kp_bin())
+        let mut command = Command::new(kp_bin());
+        command
             .arg("run")
             .arg("--brokers")
             .arg(bootstrap)
@@ -698,9 +724,11 @@ impl Kp {
             .env("KP_LOG", filter)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("starting kp");
+            .stderr(file);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("starting kp");
         Kp {
             child,
             log,

@@ -220,12 +220,18 @@ fn tag_key(file: &Path) -> Result<[u8; 32]> {
         std::fs::File::open("/dev/urandom")
             .and_then(|mut r| r.read_exact(&mut key))
             .context("reading /dev/urandom")?;
+        // Written whole under a private name, then linked into place: another kp starting at
+        // the same moment either wins the link (and we read its key) or loses it.
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(file)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &key));
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &key))
+            .and_then(|()| std::fs::hard_link(&tmp, file));
+        let _ = std::fs::remove_file(&tmp);
         match written {
             Ok(()) => return Ok(key),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {} // another kp made it

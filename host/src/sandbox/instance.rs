@@ -24,6 +24,34 @@ pub const MAX_OUTPUTS_PER_CALL: usize = 10_000;
 struct Live {
     store: Store<GuestState>,
     bindings: HandlerWorld,
+    /// Its place in the plugin's share of the pool, given back when the instance goes.
+    _share: ShareSlot,
+}
+
+/// One instance counted against its plugin's `max-instances`.
+struct ShareSlot(Arc<std::sync::atomic::AtomicU32>);
+
+impl ShareSlot {
+    /// Takes a place, or says the plugin's share is used up.
+    fn take(plugin: &LoadedPlugin) -> Result<Self, HandlerFailure> {
+        use std::sync::atomic::Ordering;
+        let live = plugin.live_instances.clone();
+        let now = live.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = ShareSlot(live);
+        match plugin.manifest.max_instances {
+            Some(max) if now > max => Err(HandlerFailure::Unavailable(format!(
+                "plugin {} has its share of {max} instances in use (max-instances)",
+                plugin.name()
+            ))),
+            _ => Ok(slot),
+        }
+    }
+}
+
+impl Drop for ShareSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// One guest instance of one plugin version, owned by one worker.
@@ -86,6 +114,7 @@ impl PluginInstance {
     fn start(&mut self) -> Result<Live, HandlerFailure> {
         self.started += 1;
         let plugin = &self.plugin;
+        let share = ShareSlot::take(plugin)?;
         let state = GuestState::new(
             plugin.identity.clone(),
             plugin.config.clone(),
@@ -122,7 +151,11 @@ impl PluginInstance {
             )));
         }
         match init {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Ok(())) => Ok(Live {
+                store,
+                bindings,
+                _share: share,
+            }),
             Ok(Err(why)) => Err(HandlerFailure::InitFailed(format!(
                 "init returned an error: {}",
                 sanitize(&why, MAX_GUEST_TEXT)

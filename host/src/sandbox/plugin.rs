@@ -97,6 +97,8 @@ pub struct LoadedPlugin {
     pub(super) pre: HandlerWorldPre<GuestState>,
     /// The manifest's config, shared by every instance.
     pub(super) config: Arc<std::collections::BTreeMap<String, String>>,
+    /// Instances of this version alive now (bounded by the operator's `max-instances`).
+    pub(super) live_instances: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -223,6 +225,7 @@ impl Sandbox {
         };
         let plugin = Arc::new(LoadedPlugin {
             config: Arc::new(manifest.config.clone()),
+            live_instances: Arc::default(),
             manifest: Arc::new(manifest),
             identity,
             content_hash,
