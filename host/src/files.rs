@@ -19,26 +19,32 @@ pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// leads outside the folder the file is in (a link inside it, as Kubernetes' ConfigMap volumes
 /// make, is followed), and anything larger than `max` bytes. The error names the file and the
 /// reason, never its contents.
+///
+/// The checks are made on the file as opened, not on the path before opening, so a file swapped
+/// in between (a link to elsewhere, a FIFO that would block) changes nothing: the file is opened
+/// without blocking, then its descriptor says what it is, how large, and where it really is.
 pub fn read_plugin_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let refuse = |why: String| Error::new(ErrorKind::InvalidInput, why);
-    let link = std::fs::symlink_metadata(path)?;
-    if link.file_type().is_symlink() {
-        let folder = path
-            .parent()
-            .map(std::fs::canonicalize)
-            .transpose()?
-            .unwrap_or_default();
-        let target = std::fs::canonicalize(path)?;
-        if !target.starts_with(&folder) {
-            return Err(refuse(format!(
-                "{} is a link to {}, outside the plugins folder: not followed",
-                path.display(),
-                target.display()
-            )));
-        }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => std::fs::canonicalize(p)?,
+        _ => std::env::current_dir()?,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    if !opened.starts_with(&folder) {
+        return Err(refuse(format!(
+            "{} leads to {}, outside the plugins folder: not followed",
+            path.display(),
+            opened.display()
+        )));
     }
-    let meta = std::fs::metadata(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(refuse(format!("{} is not a regular file", path.display())));
     }
@@ -50,9 +56,7 @@ pub fn read_plugin_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)?
-        .take(max + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(refuse(format!(
             "{} grew above the limit of {max} bytes while being read",
@@ -119,6 +123,17 @@ mod tests {
         assert!(why.contains("outside the plugins folder"), "{why}");
         std::fs::create_dir(dir.path().join("d.toml")).unwrap();
         assert!(read_plugin_file(&dir.path().join("d.toml"), 100).is_err());
+        // A FIFO would block a plain open for ever: refused at once.
+        let fifo = dir.path().join("f.toml");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let why = read_plugin_file(&fifo, 100).unwrap_err().to_string();
+        assert!(why.contains("not a regular file"), "{why}");
         let why = read_plugin_file(&good, 2).unwrap_err().to_string();
         assert!(why.contains("above the limit"), "{why}");
     }

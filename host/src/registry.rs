@@ -342,17 +342,18 @@ impl PluginRegistry {
             ));
         }
         if !self.options.policy.allows_loops(name) {
+            // Everything a plugin writes: its outputs and its dead-letter topic.
+            let writes = |m: &Manifest| -> Vec<String> {
+                m.declared_outputs()
+                    .chain(&m.on_failure.dead_letter_topic)
+                    .cloned()
+                    .collect()
+            };
             let graph: Vec<(String, Vec<String>, Vec<String>)> = others
                 .iter()
-                .map(|(n, m)| {
-                    (
-                        n.clone(),
-                        m.input_topics.clone(),
-                        m.declared_outputs().cloned().collect(),
-                    )
-                })
+                .map(|(n, m)| (n.clone(), m.input_topics.clone(), writes(m)))
                 .collect();
-            let outputs: Vec<String> = manifest.declared_outputs().cloned().collect();
+            let outputs = writes(manifest);
             if let Some(path) = crate::policy::find_loop(&manifest.input_topics, &outputs, &graph) {
                 return Err(format!(
                     "its outputs reach its own inputs ({}): a loop that would never end; the \

@@ -48,6 +48,16 @@ enum Refusal {
     Pending(String),
     /// The worker is applying the policy.
     Taken,
+    /// The policy was applied: a later refused output of the same message changes nothing (the
+    /// message was already dead-lettered or skipped).
+    Resolved,
+}
+
+impl Refusal {
+    /// True while the message waits for its policy.
+    fn blocks(&self) -> bool {
+        matches!(self, Refusal::Pending(_) | Refusal::Taken)
+    }
 }
 
 /// An output refused for good, handed to the worker: the policy applies to its message.
@@ -96,6 +106,8 @@ pub struct PartitionProgress {
     committed: ArcSwap<AtomicI64>,
     /// The first offset handled in this incarnation (`i64::MIN` before it).
     first: AtomicI64,
+    /// One past the last offset handled in this incarnation (`i64::MIN` before the first).
+    handled_up_to: AtomicI64,
     /// The offset of the record the worker read last (-1 before the first): where a worker
     /// that dies halts the partition.
     reading: AtomicI64,
@@ -113,6 +125,7 @@ impl PartitionProgress {
         PartitionProgress {
             committed: ArcSwap::new(slot.committed.clone()),
             first: AtomicI64::new(i64::MIN),
+            handled_up_to: AtomicI64::new(i64::MIN),
             reading: AtomicI64::new(-1),
             state: Mutex::new(State {
                 in_flight: VecDeque::new(),
@@ -146,9 +159,11 @@ impl PartitionProgress {
     /// [`Self::handled`], keeping `message` until its outputs are acknowledged (for a policy
     /// that must still be able to dead-letter it).
     pub fn handled_keeping(&self, offset: i64, outputs: u32, message: Option<Message>) {
+        // Only the worker writes these.
         if self.first.load(Ordering::Relaxed) == i64::MIN {
-            self.first.store(offset, Ordering::Relaxed); // only the worker writes it
+            self.first.store(offset, Ordering::Relaxed);
         }
+        self.handled_up_to.store(offset + 1, Ordering::Relaxed);
         let mut state = self.lock();
         debug_assert!(
             state
@@ -225,7 +240,7 @@ impl PartitionProgress {
     pub fn resolve_refusal(&self, offset: i64, outputs: u32) {
         let mut state = self.lock();
         if let Some(entry) = Self::entry(&mut state, offset) {
-            entry.refusal = Refusal::None;
+            entry.refusal = Refusal::Resolved;
             entry.unacked += outputs;
         }
         self.advance(&mut state);
@@ -258,6 +273,7 @@ impl PartitionProgress {
         state.slot = AdvanceSlot::new(self.topic.clone(), self.partition);
         self.committed.store(state.slot.committed.clone());
         self.first.store(i64::MIN, Ordering::Relaxed);
+        self.handled_up_to.store(i64::MIN, Ordering::Relaxed);
         state.in_flight.clear();
         state.committable = None;
         drop(state);
@@ -287,8 +303,8 @@ impl PartitionProgress {
     fn advance(&self, state: &mut State) {
         let mut moved = false;
         while let Some(front) = state.in_flight.front() {
-            let blocked = state.failed_at.is_some_and(|at| at <= front.offset)
-                || front.refusal != Refusal::None;
+            let blocked =
+                state.failed_at.is_some_and(|at| at <= front.offset) || front.refusal.blocks();
             if front.unacked > 0 || blocked {
                 break;
             }
@@ -318,15 +334,19 @@ impl PartitionProgress {
         self.reading.load(Ordering::Relaxed)
     }
 
-    /// How many messages before `offset` are handled but not committed: at most the distance
-    /// from the last committed offset (or the first handled one, before any commit).
+    /// How many messages before `offset` are handled but not committed, at most: the distance
+    /// from the last committed offset (or the first handled one, before any commit) to the last
+    /// handled one. Offsets may have gaps (compaction, aborted transactions), so this counts
+    /// offsets, never fewer than messages; and when everything handled is committed it is 0,
+    /// however far `offset` jumps.
     pub fn uncommitted_before(&self, offset: i64) -> u64 {
         let committed = self.committed.load().load(Ordering::SeqCst);
-        let base = committed.max(self.first.load(Ordering::Relaxed));
-        if base == i64::MIN {
+        let handled_up_to = self.handled_up_to.load(Ordering::Relaxed);
+        if handled_up_to == i64::MIN || committed >= handled_up_to {
             return 0;
         }
-        u64::try_from(offset - base).unwrap_or(0)
+        let base = committed.max(self.first.load(Ordering::Relaxed));
+        u64::try_from(offset.min(handled_up_to) - base).unwrap_or(0)
     }
 
     /// Counts a message dropped by the `skip` policy.
@@ -552,12 +572,7 @@ mod tests {
         p.handled(2, 0);
         p.acked(0, Ok(()));
         p.refused(1, "too large".into());
-        p.acked(1, Ok(()));
         assert_eq!(p.committable(), Some(1), "1 waits for its policy");
-        assert!(
-            p.wait_idle(Instant::now()),
-            "nothing else will happen to it without the worker"
-        );
         let refused = p.take_refusals();
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].offset, 1);
@@ -566,7 +581,14 @@ mod tests {
         assert!(p.take_refusals().is_empty(), "handed out once");
         // Dead-lettered: one more record for offset 1.
         p.resolve_refusal(1, 1);
-        assert_eq!(p.committable(), Some(1));
+        // Its other output is refused too, later: nothing changes, it is dead-lettered already.
+        p.refused(1, "too large as well".into());
+        assert!(p.take_refusals().is_empty(), "the policy is applied once");
+        assert_eq!(
+            p.committable(),
+            Some(1),
+            "the dead-letter record is not acknowledged yet"
+        );
         p.acked(1, Ok(()));
         assert_eq!(p.committable(), Some(3));
         assert!(health.halts().is_empty(), "a refused output is not a halt");
@@ -592,6 +614,48 @@ mod tests {
         p.handled(1, 0);
         assert_eq!(p.committable(), Some(2));
         assert_eq!(advances(&rx), [2], "commits go below the old offset");
+    }
+
+    #[test]
+    fn a_drain_does_not_wait_for_a_policy_nobody_will_apply() {
+        let (p, _, _) = progress();
+        p.handled(0, 1);
+        p.handled(1, 0);
+        p.refused(0, "no such partition".into());
+        assert!(p.wait_idle(Instant::now()), "every output answered");
+        assert_eq!(
+            p.committable(),
+            None,
+            "and nothing committable past the refusal"
+        );
+    }
+
+    #[test]
+    fn a_gap_in_offsets_does_not_count_as_uncommitted() {
+        let (p, rx, _) = progress();
+        for offset in 0..10 {
+            p.handled(offset, 0);
+        }
+        assert_eq!(p.uncommitted_before(10), 10, "nothing committed yet");
+        // The committer commits 10.
+        for r in rx.try_iter() {
+            if let CommitRequest::Advance(slot) = r {
+                let next = slot.take();
+                slot.committed.fetch_max(next, Ordering::SeqCst);
+            }
+        }
+        assert_eq!(p.uncommitted_before(10), 0);
+        assert_eq!(
+            p.uncommitted_before(1_000_000),
+            0,
+            "10..1,000,000 were never handled"
+        );
+        p.handled(1_000_000, 1);
+        assert_eq!(
+            p.uncommitted_before(1_000_001),
+            1_000_001 - 10,
+            "an upper bound"
+        );
     }
 
     #[test]

@@ -174,7 +174,14 @@ impl ArtifactCache {
         crate::files::write_whole(&tag_path(path), &self.tag(key, path, artifact))
             .with_context(|| format!("writing the tag of {}", path.display()))?;
         crate::files::write_whole(path, artifact)
-            .with_context(|| format!("writing {}", path.display()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        // Whatever the umask, an artifact is kp's user's alone (others writing it would make
+        // `private` refuse it on the next load).
+        for file in [path, &tag_path(path)] {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", file.display()))?;
+        }
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@
 //! then may the artifact cache keep them, so a refused module leaves nothing in the cache.
 
 use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,12 +84,17 @@ fn compile_in_child(
     timeout: Duration,
     bytes: &[u8],
 ) -> Result<Vec<u8>> {
-    let dir = private_temp_dir()?;
-    let out = dir.join("artifact.cwasm");
+    // A fresh folder with an unguessable name, only kp's user can enter; gone when dropped.
+    let dir = tempfile::Builder::new()
+        .prefix("kp-compile-")
+        .tempdir()
+        .context("creating a private folder for the compiler")?;
+    let out = dir.path().join("artifact.cwasm");
     let result = (|| {
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(r#"ulimit -v "$1" && exec "$2" __compile --out "$3""#)
+            // -v: address space in KiB; -f: largest file, in 512-byte blocks (1 GiB).
+            .arg(r#"ulimit -v "$1" && ulimit -f 2097152 && exec "$2" __compile --out "$3""#)
             .arg("sh")
             .arg((memory / 1024).to_string())
             .arg(exe)
@@ -136,12 +142,15 @@ fn compile_in_child(
             let memory_gone = stderr.contains("memory allocation")
                 || stderr.contains("out of memory")
                 || stderr.contains("Cannot allocate");
-            if memory_gone || last.is_empty() {
+            if memory_gone || (last.is_empty() && status.signal().is_some()) {
                 bail!(
                     "compiling it needed more than {} MiB of memory ({status}): refused (a module \
                      of pathological shape?)",
                     memory >> 20
                 );
+            }
+            if last.is_empty() {
+                bail!("the compiler process failed ({status})");
             }
             bail!(
                 "compiling it failed: {}",
@@ -150,21 +159,8 @@ fn compile_in_child(
         }
         std::fs::read(&out).context("reading the compiled artifact")
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     result
-}
-
-/// A fresh folder only kp's user can enter.
-fn private_temp_dir() -> Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("kp-compile-{}-{n}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// The child's side (`kp __compile --out FILE`): reads a module on stdin, writes its artifact.

@@ -56,6 +56,8 @@ pub struct GuestState {
     memory_cap: usize,
     /// Bytes of linear memory the instance holds, over all its memories.
     memory_used: usize,
+    /// The last growth the limiter allowed, (before, after), undone if wasmtime then fails it.
+    last_growth: Option<(usize, usize)>,
     /// When the current call (or `init`) must end; clock subscriptions are cut there.
     call_deadline: Option<std::time::Instant>,
     /// A clock subscription of the current call was cut at its deadline: the call timed out.
@@ -99,6 +101,7 @@ impl GuestState {
             config,
             memory_cap: usize::try_from(memory_cap).unwrap_or(usize::MAX),
             memory_used: 0,
+            last_growth: None,
             call_deadline: None,
             deadline_hit: false,
             memory_refused: false,
@@ -214,7 +217,16 @@ impl ResourceLimiter for GuestState {
             );
         }
         self.memory_used = total;
+        self.last_growth = Some((current, desired));
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Allowed here, refused after (the memory's own maximum, the pool's slot): not held.
+        if let Some((before, after)) = self.last_growth.take() {
+            self.memory_used = self.memory_used.saturating_sub(after - before);
+        }
+        Ok(())
     }
 
     fn memories(&self) -> usize {
