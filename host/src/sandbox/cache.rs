@@ -122,7 +122,9 @@ impl ArtifactCache {
             return Ok((compiler.compile(engine, bytes)?, Provenance::Compiled));
         };
         let path = self.path_for(content_hash);
-        if path.exists() {
+        if path.exists() && !tag_path(&path).exists() {
+            tracing::info!(path = %path.display(), "cached artifact without a tag (an older kp's): compiling afresh");
+        } else if path.exists() {
             match self.verified(key, &path) {
                 Ok(artifact) => match deserialize(engine, &artifact) {
                     Ok(component) => return Ok((component, Provenance::Cached)),
