@@ -418,14 +418,7 @@ impl PluginRegistry {
                     ),
                     None => format!("fetching metadata of topic {topic:?} (are the brokers reachable?)"),
                 })?;
-            let exists = md.topics().iter().any(|t| {
-                t.name() == topic
-                    && t.error().is_none_or(|e| {
-                        RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
-                    })
-                    && !t.partitions().is_empty()
-            });
-            if !exists {
+            if !crate::kafka::has_topic(&md, topic) {
                 missing.push(topic.clone());
             }
         }

@@ -264,11 +264,7 @@ fn drop_deleted_topics<C: ConsumerContext>(
     for topic in topics {
         let exists = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .map(|md| {
-                md.topics().iter().any(|t| {
-                    t.name() == &*topic && t.error().is_none() && !t.partitions().is_empty()
-                })
-            });
+            .map(|md| super::has_topic(&md, &topic));
         if let Ok(false) = exists {
             pending.retain(|(t, partition), (next, _)| {
                 let keep = *t != topic;

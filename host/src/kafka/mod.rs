@@ -75,6 +75,21 @@ impl Default for RunOptions {
     }
 }
 
+/// True when `metadata`, fetched for `topic`, says the cluster has it. Only "unknown topic" (or
+/// no partitions) means it has not: any other error (a leader being elected) is not a deleted
+/// topic. The one rule for the registry's start check, the consumers' watch for deleted input
+/// topics and the committer's check before dropping offsets.
+pub(crate) fn has_topic(metadata: &rdkafka::metadata::Metadata, topic: &str) -> bool {
+    metadata.topics().iter().any(|t| {
+        t.name() == topic
+            && t.error().is_none_or(|e| {
+                rdkafka::error::RDKafkaErrorCode::from(e)
+                    != rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition
+            })
+            && !t.partitions().is_empty()
+    })
+}
+
 /// Sends a librdkafka log line to `tracing` at the matching level.
 pub(crate) fn rdkafka_log(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
     match level {

@@ -398,9 +398,7 @@ impl TopicWatch {
         let context = consumer.context();
         for topic in &self.topics {
             let exists = match consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) {
-                Ok(md) => md.topics().iter().any(|t| {
-                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                }),
+                Ok(md) => super::has_topic(&md, topic),
                 Err(_) => continue, // the cluster did not answer: say nothing either way
             };
             if !exists && self.missing.insert(topic.clone()) {
