@@ -213,7 +213,9 @@ impl PartitionProgress {
 
     /// The refused outputs the worker has not seen yet (cheap when there are none).
     pub fn take_refusals(&self) -> Vec<RefusedOutput> {
-        if !self.refused.swap(false, Ordering::AcqRel) {
+        // A plain load first: this runs between every two messages, and a swap would write the
+        // cache line the delivery thread reads.
+        if !self.refused.load(Ordering::Acquire) || !self.refused.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         let mut state = self.lock();

@@ -99,8 +99,6 @@ struct PartitionWorker<C: ConsumerContext> {
     /// The consumer, to look up the committed offset when the partition halts before its first
     /// message (weak: the consumer's thread owns it and closes it at shutdown).
     consumer: Weak<BaseConsumer<C>>,
-    /// The offset after the last message read: where the partition stands.
-    next_offset: Option<i64>,
     /// Errors read from the queue since the last message.
     errors: ConsumeErrors,
     stop: Arc<AtomicBool>,
@@ -125,7 +123,6 @@ pub fn spawn<C: ConsumerContext + 'static>(
         refused: None,
         queue,
         consumer,
-        next_offset: None,
         errors: ConsumeErrors::default(),
         stop: stop.clone(),
         progress: progress.clone(),
@@ -175,13 +172,14 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                 Some(Ok(m)) => {
                     self.errors.clear();
                     let offset = m.offset();
+                    // Noted before the record is read, so a panic reading it halts right there.
+                    let previous = self.progress.reading();
                     self.progress.note_reading(offset);
                     let message = record::to_message(&m);
                     drop(m);
-                    if self.next_offset.is_some_and(|next| offset < next) {
-                        self.start_again(offset);
+                    if previous >= 0 && offset <= previous {
+                        self.start_again(offset, previous);
                     }
-                    self.next_offset = Some(offset + 1);
                     return Some(message);
                 }
                 Some(Err(error)) => {
@@ -205,15 +203,14 @@ impl<C: ConsumerContext> PartitionWorker<C> {
     /// again, or its log truncated, and librdkafka reset the position (`auto.offset.reset`).
     /// What is in flight of the old incarnation finishes first; then its progress starts anew,
     /// so its offsets are never committed over the new topic's.
-    fn start_again(&self, offset: i64) {
+    fn start_again(&self, offset: i64, previous: i64) {
         let (topic, partition) = (&self.progress.topic, self.progress.partition);
         tracing::error!(
-            plugin = %self.progress.plugin, topic = %topic, partition, offset,
-            previous = ?self.next_offset,
+            plugin = %self.progress.plugin, topic = %topic, partition, offset, previous,
             "OFFSETS WENT BACKWARDS: the partition now starts at offset {offset}, below the {} \
              kp had reached: the topic was deleted and created again (or its log truncated). \
              Handling the new records from here; the old position is not committed over them.",
-            self.next_offset.unwrap_or(-1)
+            previous + 1
         );
         while !self.progress.wait_idle(Instant::now() + STRICT_WAIT_SLICE) {
             if self.stop.load(Ordering::Acquire) {
@@ -226,8 +223,9 @@ impl<C: ConsumerContext> PartitionWorker<C> {
     /// The offset of the next record: one past the last message read, or, before the first, the
     /// group's committed offset (-1 when even that cannot be had).
     fn position(&self) -> i64 {
-        if let Some(next) = self.next_offset {
-            return next;
+        let read = self.progress.reading();
+        if read >= 0 {
+            return read + 1;
         }
         let Some(consumer) = self.consumer.upgrade() else {
             return -1;
@@ -674,7 +672,11 @@ pub fn undeclared_output(
 ) -> Option<String> {
     use crate::sandbox::guest_text::sanitize;
     for (i, out) in outputs.iter().enumerate() {
-        let topic = out.topic.as_deref().or(manifest.output_topic.as_deref())?;
+        let Some(topic) = out.topic.as_deref().or(manifest.output_topic.as_deref()) else {
+            return Some(format!(
+                "output {i} names no topic and the manifest names no output-topic"
+            ));
+        };
         if !manifest.may_write(topic) {
             return Some(format!(
                 "output {i} goes to topic {:?}, which the plugin's manifest does not declare \
