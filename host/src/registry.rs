@@ -59,9 +59,11 @@ pub fn module_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(scan(dir)?.0)
 }
 
-/// The folder's modules, and every other entry kp does not load, with the reason.
+/// The folder's modules, and every other entry kp does not load, with the reason. One read of
+/// the folder.
 fn scan(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let mut modules = Vec::new();
+    let mut manifests = Vec::new();
     let mut ignored = Vec::new();
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading the plugins folder {}", dir.display()))?;
@@ -71,32 +73,25 @@ fn scan(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
         if file.starts_with('.') {
             continue; // temporary names used while writing: see the README's hot reload
         }
-        let named = plugin_of(&path).is_some();
         match path.extension().and_then(|e| e.to_str()) {
-            Some("wasm") if named => modules.push(path),
-            Some("toml") if named => {} // a manifest: checked against the modules below
-            Some("wasm" | "toml") => ignored.push(format!(
-                "{}: not a plugin name (lowercase letters, digits, '-' and '_', starting with a letter)",
-                path.display()
-            )),
+            Some(ext @ ("wasm" | "toml")) => match plugin_name(&path) {
+                Ok(_) if ext == "wasm" => modules.push(path),
+                Ok(_) => manifests.push(path),
+                Err(why) => ignored.push(format!("{why:#}")),
+            },
             _ => ignored.push(format!(
                 "{}: not a module (NAME.wasm) or a manifest (NAME.toml)",
                 path.display()
             )),
         }
     }
-    let names: std::collections::BTreeSet<PathBuf> =
-        modules.iter().map(|m| m.with_extension("toml")).collect();
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "toml")
-            && plugin_of(&path).is_some()
-            && !names.contains(&path)
-        {
+    for manifest in manifests {
+        let module = manifest.with_extension("wasm");
+        if !modules.contains(&module) {
             ignored.push(format!(
                 "{}: a manifest without its module {}",
-                path.display(),
-                path.with_extension("wasm").display()
+                manifest.display(),
+                module.display()
             ));
         }
     }
