@@ -95,15 +95,6 @@ impl ArtifactCache {
         }
     }
 
-    /// The tag of an artifact stored under `path`.
-    fn tag(&self, key: &[u8; 32], path: &Path, artifact: &[u8]) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-        mac.update(path.file_name().unwrap_or_default().as_encoded_bytes());
-        mac.update(&[0]);
-        mac.update(artifact);
-        mac.finalize().into_bytes().to_vec()
-    }
-
     fn path_for(&self, content_hash: &str) -> PathBuf {
         self.dir
             .join(format!("{content_hash}-{}.cwasm", self.engine_key))
@@ -156,13 +147,11 @@ impl ArtifactCache {
         let artifact =
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let tag = std::fs::read(tag_path(path)).context("its tag is missing")?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-        mac.update(path.file_name().unwrap_or_default().as_encoded_bytes());
-        mac.update(&[0]);
-        mac.update(&artifact);
-        mac.verify_slice(&tag).map_err(|_| {
-            anyhow::anyhow!("its tag does not match (not written by this kp, or changed since)")
-        })?;
+        tagger(key, path, &artifact)
+            .verify_slice(&tag)
+            .map_err(|_| {
+                anyhow::anyhow!("its tag does not match (not written by this kp, or changed since)")
+            })?;
         Ok(artifact)
     }
 
@@ -173,7 +162,8 @@ impl ArtifactCache {
             .create(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         private(&self.dir, "the cache folder")?;
-        crate::files::write_whole(&tag_path(path), &self.tag(key, path, artifact))
+        let tag = tagger(key, path, artifact).finalize().into_bytes();
+        crate::files::write_whole(&tag_path(path), &tag)
             .with_context(|| format!("writing the tag of {}", path.display()))?;
         crate::files::write_whole(path, artifact)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -185,6 +175,16 @@ impl ArtifactCache {
         }
         Ok(())
     }
+}
+
+/// The HMAC of an artifact stored under `path`: over its file name (the module's hash and the
+/// engine's key), then its bytes. Finalized when storing, verified (in constant time) when loading.
+fn tagger(key: &[u8; 32], path: &Path, artifact: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(path.file_name().unwrap_or_default().as_encoded_bytes());
+    mac.update(&[0]);
+    mac.update(artifact);
+    mac
 }
 
 fn tag_path(artifact: &Path) -> PathBuf {
