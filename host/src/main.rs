@@ -184,7 +184,7 @@ impl EngineArgs {
         anyhow::ensure!(queue_depth >= 2, "--queue-depth must be at least 2");
         let mut policy = kp::policy::Policy {
             tenancy: file.tenancy.unwrap_or_default(),
-            plugins: file.policy.clone(),
+            plugins: file.policy,
         };
         policy.resolve_references()?;
         let max_uncommitted = self
