@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    Kp, Rec, committed, create_topic, kp, kp_bin, log_end, produce, read_all, repo_root, text,
-    unique,
+    Kp, Rec, committed, create_topic, kp, kp_bin, log_end, produce, read_all, read_topic,
+    repo_root, text, unique,
 };
 
 /// The JavaScript, Python and C examples, built once per test run into their own folder.
@@ -363,6 +363,55 @@ fn js_python_and_c_examples_run_side_by_side_on_the_real_broker() {
 
 // ---------------------------------------------------------------------------------------------
 // kp new
+
+/// A Python handler on 200 partitions: its instances are bounded by the workers, not the
+/// partitions (each Python instance needs tens of MiB; one per partition would need gigabytes).
+#[test]
+fn a_python_plugin_on_200_partitions_runs_on_a_few_instances() {
+    let t = unique("py200");
+    let (events, clean) = (format!("{t}-events"), format!("{t}-clean"));
+    create_topic(&events, 200);
+    create_topic(&clean, 4);
+    let plugins = tempfile::tempdir().unwrap();
+    add_example(
+        plugins.path(),
+        "redact",
+        &[("user-events-clean", &clean), ("user-events", &events)],
+        &format!("{t}-g"),
+    );
+    const N: usize = 4_000;
+    let records: Vec<Rec> = (0..N)
+        .map(|i| {
+            let event = json!({"user": format!("u{i}"), "email": format!("user{i}@example.com"),
+                               "password": "secret", "action": "click"});
+            Rec::kv(&format!("u{i}"), &event.to_string()).on((i % 200) as i32)
+        })
+        .collect();
+    produce(&events, &records);
+    let mut kp = Kp::run_logging(
+        plugins.path(),
+        &["--workers", "2"],
+        "info,kp::kafka::instances=debug",
+    );
+    let pid = kp.child.id();
+    let mut outputs = Vec::new();
+    let (_, rss_mib) = support::watch_process(pid, || {
+        outputs = read_topic(&clean);
+        outputs.len() >= N || kp.child.try_wait().unwrap().is_some()
+    });
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+    assert_eq!(outputs.len(), N, "{logs}");
+    let started = logs.matches("guest instance started").count();
+    println!(
+        "Python on 200 partitions, 2 workers: {started} instances started, peak RSS {rss_mib} MiB"
+    );
+    assert!(
+        (1..=4).contains(&started),
+        "{started} instances for 2 workers:\n{logs}"
+    );
+    assert!(rss_mib < 1024, "peak RSS {rss_mib} MiB");
+}
 
 #[test]
 fn kp_new_projects_build_as_they_are_in_every_language() {

@@ -50,6 +50,10 @@ pub struct FileConfig {
     pub accept_duplicates: Option<bool>,
     pub instance_id: Option<String>,
     pub max_uncommitted: Option<u64>,
+    /// `--workers`.
+    pub workers: Option<usize>,
+    /// `--instance-pool`.
+    pub instance_pool: Option<u32>,
     /// Whether plugins without a policy of their own may run (`crate::policy`).
     pub tenancy: Option<Tenancy>,
     /// The operator's policy per plugin: `[policy.NAME]`.

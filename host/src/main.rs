@@ -127,6 +127,13 @@ struct EngineArgs {
     /// make kp handle again [default: 5000].
     #[arg(long)]
     max_uncommitted: Option<u64>,
+    /// Worker threads that run the partitions of every plugin [default: the number of cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Guest instances the engine holds room for, over all plugins: idle instances beyond it
+    /// are dropped, the longest unused first. At least twice --workers, plus 2 [default: 256].
+    #[arg(long)]
+    instance_pool: Option<u32>,
     /// A name for this kp that stays the same across restarts (a pod or host name): makes each
     /// plugin's consumer a static group member, so a restart within the session timeout gets
     /// its partitions back at once. Must differ between kp processes sharing a plugin.
@@ -192,6 +199,15 @@ impl EngineArgs {
             .or(file.max_uncommitted)
             .unwrap_or(kp::kafka::DEFAULT_MAX_UNCOMMITTED);
         anyhow::ensure!(max_uncommitted >= 1, "--max-uncommitted must be at least 1");
+        let workers = self
+            .workers
+            .or(file.workers)
+            .unwrap_or_else(kp::kafka::executor::default_workers);
+        let instance_pool = self
+            .instance_pool
+            .or(file.instance_pool)
+            .unwrap_or(kp::sandbox::DEFAULT_INSTANCE_POOL);
+        kp::sandbox::check_capacity(workers, instance_pool)?;
         Ok(RunConfig {
             plugins_dir: plugins,
             options: RunOptions {
@@ -208,12 +224,15 @@ impl EngineArgs {
                 queue_depth,
                 max_uncommitted,
                 policy,
+                workers,
             },
             watch: !self.no_watch,
             status_file: self.status_file,
             sandbox: SandboxConfig {
                 cache_dir: self.cache.dir(),
-                allocation: Allocation::default(),
+                allocation: Allocation::Pooling {
+                    max_instances: instance_pool,
+                },
                 compiler: Compiler::child_of_this_process()?,
             },
         })

@@ -50,6 +50,10 @@ pub struct PluginRegistry {
     metadata: BaseConsumer<MetadataContext>,
     running: BTreeMap<String, RunningPlugin>,
     pub status: StatusBoard,
+    /// The workers that run every plugin's partitions.
+    executor: Arc<crate::kafka::executor::Executor>,
+    /// Every plugin's idle guest instances (a full pool makes room from them).
+    instances: Arc<crate::kafka::instances::AllInstances>,
 }
 
 /// The module names of a plugins folder: every `NAME.wasm` entry with a valid plugin name, sorted,
@@ -164,6 +168,7 @@ impl PluginRegistry {
             MetadataContext::default(),
             "creating the metadata client",
         )?;
+        let executor = crate::kafka::executor::Executor::start(options.workers)?;
         Ok(PluginRegistry {
             dir,
             sandbox,
@@ -173,6 +178,8 @@ impl PluginRegistry {
             metadata,
             running: BTreeMap::new(),
             status,
+            executor: Arc::new(executor),
+            instances: Arc::default(),
         })
     }
 
@@ -302,6 +309,8 @@ impl PluginRegistry {
             self.producer.clone(),
             self.health.clone(),
             self.options.clone(),
+            self.executor.clone(),
+            &self.instances,
         ) {
             Ok(consumer) => {
                 self.running

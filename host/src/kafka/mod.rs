@@ -1,9 +1,12 @@
 //! The Kafka side: consume each plugin's topics, run the handler, produce, commit.
 //!
 //! - [`settings`]: librdkafka properties kp sets (and why) and the user's pass-through ones.
+//! - [`executor`]: **the execution model**: a fixed set of worker threads running the
+//!   partitions of every plugin in turns, woken by librdkafka when a partition has records.
 //! - [`plugin_consumer`]: one group member per plugin; rebalances (split queues, drain), halts.
-//! - [`worker`]: one thread per partition, reading its own queue; calls the guest in offset
-//!   order; follows new plugin versions; strict mode.
+//! - [`partition`]: one partition's task: reads its own queue; calls the guest in offset order;
+//!   retries, failure policies, new plugin versions between messages; strict mode.
+//! - [`instances`]: guest instances checked out per turn, bounded by workers, not partitions.
 //! - [`progress`]: **the commit rule**: which offset of a partition is finished.
 //! - [`committer`]: commits finished offsets as early as possible, coalescing while one is in flight.
 //! - [`output`]: the shared idempotent producer and its delivery reports.
@@ -11,13 +14,15 @@
 //! - [`health`]: halted partitions, for the log and the exit status.
 
 pub mod committer;
+pub mod executor;
 pub mod health;
+pub mod instances;
 pub mod output;
+pub mod partition;
 pub mod plugin_consumer;
 pub mod progress;
 pub mod record;
 pub mod settings;
-pub mod worker;
 
 use std::time::Duration;
 
@@ -60,6 +65,8 @@ pub struct RunOptions {
     pub max_uncommitted: u64,
     /// The operator's policy: what each plugin may read, write and know.
     pub policy: crate::policy::Policy,
+    /// Worker threads that run the partitions of every plugin (`--workers`).
+    pub workers: usize,
 }
 
 impl Default for RunOptions {
@@ -71,6 +78,7 @@ impl Default for RunOptions {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_uncommitted: DEFAULT_MAX_UNCOMMITTED,
             policy: crate::policy::Policy::default(),
+            workers: executor::default_workers(),
         }
     }
 }

@@ -1,22 +1,22 @@
 //! `PluginConsumer`: one consumer group member per plugin.
 //!
 //! Each assigned partition's messages go to a librdkafka queue of its own (split from the
-//! consumer's), read by that partition's worker thread ([`super::worker`]); partitions run in
-//! parallel and there is no hand-over between threads on the message path. Backpressure is
-//! librdkafka's: a busy worker does not poll, and librdkafka stops fetching a partition once its
-//! queue holds `queued.min.messages` (kp sets it from `--queue-depth`). The consumer's own queue,
-//! polled continuously by the consumer thread, then carries only events (rebalances, errors), so a
-//! slow handler never gets the member kicked out for exceeding `max.poll.interval.ms`.
+//! consumer's), read by that partition's task ([`super::partition`]), which the shared workers
+//! run in turns ([`super::executor`]). Backpressure is librdkafka's: a partition whose task is
+//! not running is not polled, and librdkafka stops fetching a partition once its queue holds
+//! `queued.min.messages` (kp sets it from `--queue-depth`). The consumer's own queue, polled
+//! continuously by the consumer thread, then carries only events (rebalances, errors), so a slow
+//! handler never gets the member kicked out for exceeding `max.poll.interval.ms`.
 //!
 //! Rebalances run on the consumer thread, inside `poll`:
-//! - assigned partitions get their queue split off, a fresh progress tracker and a worker,
+//! - assigned partitions get their queue split off, a fresh progress tracker and a task,
 //!   before librdkafka starts fetching them;
-//! - revoked partitions are *drained* before they are given up: the worker finishes the message
+//! - revoked partitions are *drained* before they are given up: the task finishes the message
 //!   in the handler and stops, its outputs' acknowledgements are awaited, the offsets committed,
 //!   all within the drain timeout. Unread messages stay uncommitted; the next owner reads them.
 //!
 //! Shutdown drains every partition the same way, stops the committer, and closes the consumer,
-//! which leaves the group. A halted partition (its worker stopped on a failed message) is paused
+//! which leaves the group. A halted partition (its task stopped on a failed message) is paused
 //! so librdkafka stops fetching it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,10 +34,12 @@ use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::committer::{CommitRequest, CommitSink, Committer};
+use super::executor::Executor;
 use super::health::Health;
+use super::instances::{AllInstances, PluginInstances};
+use super::partition::{self, PartitionHandle, WorkerShared};
 use super::progress::PartitionProgress;
 use super::settings::create_client;
-use super::worker::{self, WorkerHandle, WorkerShared};
 use super::{RunOptions, rdkafka_log};
 use crate::sandbox::LoadedPlugin;
 
@@ -45,16 +47,20 @@ type PartitionKey = (Arc<str>, i32);
 
 /// One assigned partition as the consumer sees it.
 struct PartitionSlot {
-    worker: WorkerHandle,
-    /// True once the worker has halted and the partition is paused.
+    task: PartitionHandle,
+    /// True once the task has halted and the partition is paused.
     halted: bool,
 }
 
 /// The consumer context: owns the partition table, so rebalance callbacks (which librdkafka runs
-/// on the polling thread) can start and drain workers.
+/// on the polling thread) can start and drain partition tasks.
 pub struct PluginContext {
-    /// The published plugin version; workers switch to a new one between messages.
+    /// The published plugin version; partitions switch to a new one between messages.
     versions: Arc<ArcSwap<LoadedPlugin>>,
+    /// The plugin's guest instances, shared by its partitions' tasks.
+    instances: Arc<PluginInstances>,
+    /// The workers that run the partitions' tasks (shared by every plugin).
+    executor: Arc<Executor>,
     name: Arc<str>,
     shared: WorkerShared,
     health: Arc<Health>,
@@ -84,7 +90,7 @@ impl ConsumerContext for PluginContext {
                 tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions revoked: draining");
                 self.drain(&keys);
             }
-            // Before librdkafka starts fetching: split each partition's queue off to its worker.
+            // Before librdkafka starts fetching: split each partition's queue off to its task.
             Rebalance::Assign(tpl) => {
                 let keys = keys_of(tpl);
                 tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions assigned");
@@ -152,32 +158,28 @@ impl PluginContext {
             );
             return;
         };
-        match worker::spawn(
+        let task = partition::spawn(
+            &self.executor,
             self.versions.clone(),
+            self.instances.clone(),
             progress,
             self.shared.clone(),
             queue,
             weak,
-        ) {
-            Ok(worker) => {
-                self.table().insert(
-                    key,
-                    PartitionSlot {
-                        worker,
-                        halted: false,
-                    },
-                );
-            }
-            Err(e) => {
-                tracing::error!(plugin = %self.name, "cannot start a worker for {}/{}: {e:#}", key.0, key.1)
-            }
-        }
+        );
+        self.table().insert(
+            key,
+            PartitionSlot {
+                task,
+                halted: false,
+            },
+        );
     }
 
-    /// Pauses partitions whose worker halted, so librdkafka stops fetching them.
+    /// Pauses partitions whose task halted, so librdkafka stops fetching them.
     fn pause_halted(&self, consumer: &BaseConsumer<Self>) {
         for (key, slot) in self.table().iter_mut() {
-            if !slot.halted && slot.worker.progress.failed_at().is_some() {
+            if !slot.halted && slot.task.progress.failed_at().is_some() {
                 slot.halted = true;
                 if let Err(e) = consumer.pause(&single(key)) {
                     tracing::warn!(plugin = %self.name, "pausing halted {}/{} failed: {e}", key.0, key.1);
@@ -189,11 +191,11 @@ impl PluginContext {
     /// A message arrived on the consumer's own queue, which only carries events once the
     /// partitions' queues are split off. A revoked partition's leftover is harmless (it is not
     /// committed; the next owner reads it); for an assigned partition it would be skipped by its
-    /// worker, so the partition halts there instead.
+    /// task, so the partition halts there instead.
     fn stray(&self, topic: &str, partition: i32, offset: i64) {
         let table = self.table();
         if let Some(slot) = table.get(&(Arc::from(topic), partition)) {
-            slot.worker.progress.fail(
+            slot.task.progress.fail(
                 offset,
                 "internal error: message delivered outside its partition queue".into(),
             );
@@ -227,7 +229,7 @@ impl PluginContext {
         }
     }
 
-    /// Stops the workers of `keys`, lets their in-flight messages finish, commits, and forgets
+    /// Stops the tasks of `keys`, lets their in-flight messages finish, commits, and forgets
     /// them. Bounded by the drain timeout.
     fn drain(&self, keys: &[PartitionKey]) {
         let deadline = Instant::now() + self.options.drain_timeout;
@@ -242,25 +244,18 @@ impl PluginContext {
         }
         // Stop them all first, so they finish in parallel.
         for (_, slot) in &slots {
-            slot.worker.stop.store(true, Ordering::Release);
+            slot.task.stop();
         }
         let mut drained = Vec::new();
         for (key, slot) in slots {
-            let WorkerHandle {
-                exited,
-                progress,
-                thread,
-                ..
-            } = slot.worker;
+            let PartitionHandle {
+                exited, progress, ..
+            } = slot.task;
             let finished = matches!(
                 exited.recv_deadline(deadline),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected)
             ) && progress.wait_idle(deadline);
-            if finished {
-                if let Some(t) = thread {
-                    let _ = t.join();
-                }
-            } else {
+            if !finished {
                 tracing::warn!(
                     plugin = %self.name, topic = %key.0, partition = key.1, in_flight = progress.in_flight(),
                     "drain timed out: messages still in flight are left uncommitted (they will be handled again)"
@@ -304,6 +299,8 @@ impl PluginConsumer {
         producer: Arc<super::output::OutputProducer>,
         health: Arc<Health>,
         options: RunOptions,
+        executor: Arc<Executor>,
+        all_instances: &Arc<AllInstances>,
     ) -> Result<Self> {
         let first = versions.load_full();
         let name: Arc<str> = Arc::from(first.name());
@@ -311,6 +308,8 @@ impl PluginConsumer {
         let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<CommitRequest>();
         let commits = CommitSink::new(commit_tx);
         let context = PluginContext {
+            instances: all_instances.for_plugin(versions.clone()),
+            executor,
             versions,
             name: name.clone(),
             shared: WorkerShared {
@@ -452,9 +451,9 @@ fn poll_loop(
     tracing::info!(plugin = name, partitions = ?partition_names(&keys), "stopping: draining");
     context.drain(&keys);
     committer.stop();
-    // Workers (and their partition queues) and the committer are gone: this is the last handle,
+    // Tasks (and their partition queues) and the committer are gone: this is the last handle,
     // and dropping it closes the consumer (librdkafka runs the final revoke, with nothing left to
-    // drain, and leaves the group). A worker stuck in a hung guest past the drain timeout would
+    // drain, and leaves the group). A task stuck in a hung guest past the drain timeout would
     // still hold a queue; the consumer then closes when the process exits.
     drop(consumer);
     tracing::info!(plugin = name, "left the group");

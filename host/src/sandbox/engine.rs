@@ -20,7 +20,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub enum Allocation {
     /// Pre-reserved slots: fresh instances in microseconds (the default).
     Pooling {
-        /// Most instances alive at once (one per partition worker, plus spares while replacing).
+        /// Most instances alive at once over all plugins (`--instance-pool`): at most one per
+        /// worker per plugin is in use, the rest idle and dropped when room is needed.
         max_instances: u32,
     },
     /// Allocate on demand (for tools that make one instance, like `kp check`).
@@ -29,8 +30,29 @@ pub enum Allocation {
 
 impl Default for Allocation {
     fn default() -> Self {
-        Allocation::Pooling { max_instances: 256 }
+        Allocation::Pooling {
+            max_instances: DEFAULT_INSTANCE_POOL,
+        }
     }
+}
+
+/// `--instance-pool`'s default. Each slot reserves address space (not memory) for its memories
+/// and tables; 256 keeps that within what any 64-bit host gives a process.
+pub const DEFAULT_INSTANCE_POOL: u32 = 256;
+
+/// Checks at start that `instance_pool` slots are enough for `workers` workers: each worker has
+/// at most one instance in use and may start a second (a new version, or a replacement after a
+/// trap) before the first goes; loading a plugin takes one more for its probe.
+pub fn check_capacity(workers: usize, instance_pool: u32) -> Result<()> {
+    anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+    let needed = workers.saturating_mul(2).saturating_add(2);
+    anyhow::ensure!(
+        instance_pool as usize >= needed,
+        "--instance-pool {instance_pool} is too small for --workers {workers}: it needs at least \
+         {needed} (two per worker, plus two for loading plugins); raise --instance-pool or lower \
+         --workers"
+    );
+    Ok(())
 }
 
 pub fn build_engine(allocation: Allocation) -> Result<Engine> {

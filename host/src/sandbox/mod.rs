@@ -32,7 +32,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use bindings::{Header, Message, Output, Timestamp, TimestampType};
 pub use cache::{ArtifactCache, Provenance};
-pub use engine::Allocation;
+pub use engine::{Allocation, DEFAULT_INSTANCE_POOL, check_capacity};
 pub use instance::PluginInstance;
 pub use outcome::{FailureKind, HandlerFailure, HandlerOutcome};
 pub use plugin::{LoadError, LoadedPlugin};

@@ -120,6 +120,16 @@ impl LoadedPlugin {
     pub fn version(&self) -> &str {
         &self.identity.version
     }
+
+    /// True when this version has as many instances alive as the operator's `max-instances`
+    /// allows: another one must wait for one of them to go, whatever room the pool has.
+    pub fn share_used_up(&self) -> bool {
+        self.manifest.max_instances.is_some_and(|max| {
+            self.live_instances
+                .load(std::sync::atomic::Ordering::Acquire)
+                >= max
+        })
+    }
 }
 
 impl Sandbox {

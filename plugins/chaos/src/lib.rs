@@ -21,6 +21,7 @@
 //! | `forge`        | logs a line with a line break and a fake kp ERROR line after it          |
 //! | `set-header:H` | passes the message through with a header H = "forged"                  |
 //! | `count`        | returns how many messages this instance has handled, itself included   |
+//! | `where`        | returns its offset as the value, keyed by its partition                 |
 //! | `config`       | returns the `[config]` entries as `k=v` lines                          |
 //! | `stdio`        | writes to stdout and stderr and logs at every level, then passes       |
 //! | `read-file:P`  | tries to read file P; the output value says what happened              |
@@ -107,6 +108,10 @@ fn handle(msg: Message) -> HandlerResult {
         "bad" => Err(HandlerError::bad_message("chaos: this message is bad")),
         "drop" => Ok(Vec::new()),
         "count" => Ok(vec![Output::new(handled.to_string())]),
+        // Where the message came from: key = its partition, value = its offset.
+        "where" => Ok(vec![
+            Output::new(msg.offset.to_string()).with_key(Some(msg.partition.to_string())),
+        ]),
         "config" => {
             let lines: Vec<String> =
                 config::entries().into_iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -1,12 +1,20 @@
-//! `PartitionWorker`: one thread per assigned partition. It polls the partition's own librdkafka
-//! queue (split from the consumer's), owns the partition's guest instance and hands it the
-//! messages one at a time, in offset order; sends what the handler returns; and registers each
-//! message with the partition's progress tracker (which decides when its offset may be
-//! committed). In strict mode it also waits until that offset is committed before it takes the
-//! next message.
+//! `PartitionTask`: one assigned partition, run in turns by the executor's workers
+//! ([`super::executor`]).
 //!
-//! Backpressure is librdkafka's own: a worker polls only when it is ready for the next message,
-//! and librdkafka stops fetching a partition whose queue holds `queued.min.messages`.
+//! A turn polls the partition's own librdkafka queue (split from the consumer's) without
+//! waiting, checks out an instance of the plugin for the turn ([`super::instances`]), hands it
+//! the messages one at a time in offset order, sends what the handler returns, and registers
+//! each message with the partition's progress tracker (which decides when its offset may be
+//! committed). In strict mode it also waits until that offset is committed before it takes the
+//! next message. A turn ends when the queue is empty (the task is woken again when librdkafka
+//! puts a record in it), after [`super::executor::TURN_MESSAGES`] messages or
+//! [`super::executor::TURN_TIME`] (so partitions share the workers), or when the partition must
+//! wait: a `retry-later` backoff, no instance free, or commits lagging `--max-uncommitted`
+//! behind. A waiting message is kept in the task, not in a worker: the wait holds up its
+//! partition only.
+//!
+//! Backpressure is librdkafka's own: a partition is polled only while its task runs, and
+//! librdkafka stops fetching a partition whose queue holds `queued.min.messages`.
 //!
 //! An error read from the partition's queue instead of a message means librdkafka cannot hand
 //! out the next record. It does not move past it by itself, so without a decision the partition
@@ -14,16 +22,12 @@
 //! unknown codec) halts the partition at once; any other error halts it once it has repeated,
 //! with no message in between, for [`REPEATED_ERROR_HALTS_AFTER`].
 
-use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
-use std::sync::Weak;
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -33,6 +37,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::CommitMode;
 use super::committer::CommitSink;
+use super::executor::{Executor, TURN_MESSAGES, TURN_TIME, Task, TaskRef, Turn};
+use super::instances::{CheckoutError, PluginInstances};
 use super::output::{self, AckToken, OutputProducer};
 use super::progress::PartitionProgress;
 use super::record::{self, Record};
@@ -44,7 +50,7 @@ use crate::sandbox::{
 /// How long strict mode waits for one message's outputs and commit before re-checking `stop`.
 const STRICT_WAIT_SLICE: Duration = Duration::from_millis(200);
 
-/// What a worker needs besides its own partition.
+/// What a partition's task needs besides its own partition.
 #[derive(Clone)]
 pub struct WorkerShared {
     pub producer: Arc<OutputProducer>,
@@ -72,28 +78,62 @@ enum Registered {
     Refused,
 }
 
-/// Pause before trying again to get an instance from a full pool.
+/// Pause before trying again to get an instance when none can be had.
 const INSTANCE_RETRY: Duration = Duration::from_millis(200);
 
-/// How long a worker waits in one poll before it re-checks `stop` and the published version.
-const POLL_SLICE: Duration = Duration::from_millis(100);
+/// Pause before looking again whether the commits have caught up (`--max-uncommitted`).
+const COMMIT_RETRY: Duration = Duration::from_millis(2);
 
-/// The consumer's handle on a running worker.
-pub struct WorkerHandle {
-    /// Set to make the worker stop after the message it is handling (unread ones stay uncommitted).
-    pub stop: Arc<AtomicBool>,
-    /// Disconnected when the worker thread has exited.
+/// The consumer's handle on a partition's task.
+pub struct PartitionHandle {
+    /// Set to make the task stop after the message it is handling (unread ones stay uncommitted).
+    stop: Arc<AtomicBool>,
+    /// Disconnected when the task has finished and been dropped (its queue with it).
     pub exited: Receiver<()>,
     pub progress: Arc<PartitionProgress>,
-    /// Detached rather than joined when a drain times out on a hung guest.
-    pub thread: Option<JoinHandle<()>>,
+    /// To wake the task so that it sees `stop` at once.
+    task: TaskRef,
 }
 
-struct PartitionWorker<C: ConsumerContext> {
-    /// The published plugin version, checked between messages.
+impl PartitionHandle {
+    /// Tells the task to stop after the message it is handling.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// A message taken from the queue and not finished when a turn ended.
+struct Pending {
+    record: Record,
+    /// The attempt this is (1 for the first).
+    attempt: u32,
+    /// Not before this time (a `retry-later` backoff).
+    not_before: Option<Instant>,
+}
+
+/// What one step of a turn led to.
+enum Step {
+    /// The message is finished with (handled, dead-lettered or skipped): go on.
+    Next,
+    /// The message waits (kept in `pending`) until this time.
+    Wait(Instant),
+    /// The partition halted, or must stop.
+    Halt,
+}
+
+/// What the queue gave.
+enum Next {
+    Record(Record),
+    Empty,
+    Halted,
+}
+
+pub struct PartitionTask<C: ConsumerContext> {
+    /// The published plugin version, for the failure policy between messages.
     versions: Arc<ArcSwap<LoadedPlugin>>,
-    /// A version whose instance would not start here, so it is not retried on every message.
-    refused: Option<Arc<LoadedPlugin>>,
+    /// The plugin's instances, checked out for a turn.
+    instances: Arc<PluginInstances>,
     /// This partition's librdkafka queue.
     queue: PartitionQueue<C>,
     /// The consumer, to look up the committed offset when the partition halts before its first
@@ -104,71 +144,123 @@ struct PartitionWorker<C: ConsumerContext> {
     stop: Arc<AtomicBool>,
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
-    /// Held (never sent on) so `exited` disconnects when this worker is gone.
+    /// The message a turn ended on before it was finished.
+    pending: Option<Pending>,
+    /// The version that handled this partition's last message (weak: it must not keep an
+    /// unloaded version alive), so a switch is said once per partition.
+    last_version: Option<(Weak<LoadedPlugin>, String)>,
+    /// Held (never sent on) so `exited` disconnects when this task is gone.
     _alive: Sender<()>,
 }
 
-/// Starts a worker that reads one partition from `queue`.
+/// Starts the task of one partition, read from `queue`.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn<C: ConsumerContext + 'static>(
+    executor: &Executor,
     versions: Arc<ArcSwap<LoadedPlugin>>,
+    instances: Arc<PluginInstances>,
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
-    queue: PartitionQueue<C>,
+    mut queue: PartitionQueue<C>,
     consumer: Weak<BaseConsumer<C>>,
-) -> Result<WorkerHandle> {
+) -> PartitionHandle {
     let (alive, exited) = crossbeam_channel::bounded(0);
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = PartitionWorker {
-        versions,
-        refused: None,
-        queue,
-        consumer,
-        errors: ConsumeErrors::default(),
-        stop: stop.clone(),
-        progress: progress.clone(),
-        shared,
-        _alive: alive,
-    };
-    let name = format!(
-        "kp-{}-{}-{}",
-        progress.plugin, progress.topic, progress.partition
-    );
-    let watched = progress.clone();
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            // A panic (a bug, or a record that trips a library) must not leave a dead thread
-            // and a partition that silently stops: it halts the partition, loudly.
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())) {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".into());
-                watched.fail(
-                    watched.reading(),
-                    format!("internal error: the partition's worker panicked: {why}"),
-                );
-            }
+    let task = executor.spawn(|waker| {
+        // librdkafka calls this (on its own thread, under the queue's lock) when the queue goes
+        // from empty to non-empty: it only marks the task ready.
+        queue.set_nonempty_callback(move || waker.wake());
+        Box::new(PartitionTask {
+            versions,
+            instances,
+            queue,
+            consumer,
+            errors: ConsumeErrors::default(),
+            stop: stop.clone(),
+            progress: progress.clone(),
+            shared,
+            pending: None,
+            last_version: None,
+            _alive: alive,
         })
-        .context("starting a partition worker thread")?;
-    Ok(WorkerHandle {
+    });
+    PartitionHandle {
         stop,
         exited,
         progress,
-        thread: Some(thread),
-    })
+        task,
+    }
 }
 
-impl<C: ConsumerContext> PartitionWorker<C> {
-    /// The next message, or `None` once the worker is told to stop or the partition halted on
-    /// an error it cannot read past.
-    fn next(&mut self) -> Option<Record> {
-        while !self.stop.load(Ordering::Acquire) {
-            if !self.apply_policy_to_refused_outputs() {
-                return None; // halted
+impl<C: ConsumerContext + 'static> Task for PartitionTask<C> {
+    fn turn(&mut self) -> Turn {
+        let mut lease = None;
+        let turn = self.run_turn(&mut lease);
+        if let Some(instance) = lease {
+            self.instances.give_back(instance);
+        }
+        turn
+    }
+
+    fn panicked(&mut self, why: String) {
+        // A panic (a bug, or a record that trips a library) must not leave a partition that
+        // silently stops: it halts the partition, loudly.
+        self.progress.fail(
+            self.progress.reading(),
+            format!("internal error: the partition's worker panicked: {why}"),
+        );
+    }
+}
+
+impl<C: ConsumerContext> PartitionTask<C> {
+    fn run_turn(&mut self, lease: &mut Option<PluginInstance>) -> Turn {
+        let started = Instant::now();
+        for _ in 0..TURN_MESSAGES {
+            if self.stop.load(Ordering::Acquire) || !self.apply_policy_to_refused_outputs() {
+                return Turn::Done; // stopping (unread messages stay uncommitted), or halted
             }
-            match self.queue.poll(POLL_SLICE) {
+            let pending = match self.pending.take() {
+                Some(pending) => pending,
+                None => match self.next() {
+                    Next::Record(record) => Pending {
+                        record,
+                        attempt: 1,
+                        not_before: None,
+                    },
+                    Next::Empty => return Turn::Idle,
+                    Next::Halted => return Turn::Done,
+                },
+            };
+            let now = Instant::now();
+            if let Some(at) = pending.not_before.filter(|at| *at > now) {
+                self.pending = Some(pending);
+                return Turn::Sleep(at);
+            }
+            // At most `max_uncommitted` handled and not committed: what a crash makes kp handle
+            // again stays bounded when the commit round trip is slower than the handler.
+            let offset = pending.record.message.offset;
+            if pending.record.bad_header.is_none()
+                && self.progress.uncommitted_before(offset) >= self.shared.max_uncommitted
+            {
+                self.pending = Some(pending);
+                return Turn::Sleep(now + COMMIT_RETRY);
+            }
+            match self.step(pending, lease) {
+                Step::Next => {}
+                Step::Wait(at) => return Turn::Sleep(at),
+                Step::Halt => return Turn::Done,
+            }
+            if started.elapsed() >= TURN_TIME {
+                return Turn::Ready;
+            }
+        }
+        Turn::Ready
+    }
+
+    /// The next record in the queue, without waiting.
+    fn next(&mut self) -> Next {
+        loop {
+            match self.queue.poll(Duration::ZERO) {
                 Some(Ok(m)) => {
                     self.errors.clear();
                     let offset = m.offset();
@@ -180,23 +272,147 @@ impl<C: ConsumerContext> PartitionWorker<C> {
                     if previous >= 0 && offset <= previous {
                         self.start_again(offset, previous);
                     }
-                    return Some(message);
+                    return Next::Record(message);
                 }
                 Some(Err(error)) => {
                     if let Some(reason) = self.errors.record(&error, Instant::now()) {
                         let offset = self.position();
                         self.progress.fail(offset, reason);
-                        return None;
+                        return Next::Halted;
                     }
                     tracing::warn!(
                         plugin = %self.progress.plugin, topic = %self.progress.topic,
                         partition = self.progress.partition, "consumer error: {error}"
                     );
                 }
-                None => {}
+                None => return Next::Empty,
             }
         }
-        None
+    }
+
+    /// One attempt at one message, with the instance leased for the turn.
+    fn step(&mut self, pending: Pending, lease: &mut Option<PluginInstance>) -> Step {
+        let Pending {
+            record: Record {
+                message,
+                bad_header,
+            },
+            attempt,
+            ..
+        } = pending;
+        let offset = message.offset;
+        if let Some(bad) = bad_header {
+            // Not for the handler: straight to the failure policy.
+            let failure = HandlerFailure::BadMessage(bad.to_string());
+            let plugin = self.versions.load_full();
+            return self.go_on(self.give_up(&plugin, &message, &failure, 1, Registered::No));
+        }
+        // A new version is published: the next message gets an instance of it.
+        if lease
+            .as_ref()
+            .is_some_and(|instance| !self.instances.is_current(instance))
+        {
+            *lease = None;
+        }
+        let instance = match lease {
+            Some(instance) => instance,
+            None => match self.instances.checkout() {
+                Ok(instance) => lease.insert(instance),
+                Err(CheckoutError::Unavailable(failure)) => {
+                    return self.wait_for_instance(&failure, message, attempt);
+                }
+                Err(CheckoutError::Failed(failure)) => {
+                    // No version of the plugin starts: nothing can handle the message.
+                    self.progress.fail(offset, failure.to_string());
+                    return Step::Halt;
+                }
+            },
+        };
+        self.note_version(instance.plugin(), offset);
+        let failure = match instance.handle(&message) {
+            Ok(outputs) => {
+                let plugin = instance.plugin().clone();
+                return self.go_on(self.finish(&plugin, message, outputs, attempt));
+            }
+            Err(failure) => failure,
+        };
+        if failure.kind() == FailureKind::Unavailable {
+            // Not the message's fault: the same message again once an instance is free.
+            return self.wait_for_instance(&failure, message, attempt);
+        }
+        // The policy is read only on failure: nothing is cloned on the message path.
+        let plugin = instance.plugin().clone();
+        let policy = &plugin.manifest.on_failure;
+        if failure.kind() != FailureKind::RetryLater || attempt >= policy.max_attempts {
+            return self.go_on(self.give_up(&plugin, &message, &failure, attempt, Registered::No));
+        }
+        let pause = backoff(policy, attempt);
+        tracing::warn!(
+            plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+            offset, attempt, pause_ms = pause.as_millis() as u64, "{failure}; retrying after a pause"
+        );
+        let at = Instant::now() + pause;
+        self.pending = Some(Pending {
+            record: Record {
+                message,
+                bad_header: None,
+            },
+            attempt: attempt + 1,
+            not_before: Some(at),
+        });
+        Step::Wait(at)
+    }
+
+    fn go_on(&self, going_on: bool) -> Step {
+        if going_on { Step::Next } else { Step::Halt }
+    }
+
+    /// Says (now and then) that no instance could be had, and keeps the message for a later
+    /// turn: it is not failed for it.
+    fn wait_for_instance(
+        &mut self,
+        failure: &HandlerFailure,
+        message: Message,
+        attempt: u32,
+    ) -> Step {
+        static SAID: AtomicU64 = AtomicU64::new(0);
+        if SAID.fetch_add(1, Ordering::Relaxed).is_multiple_of(50) {
+            tracing::warn!(
+                plugin = %self.progress.plugin, topic = %self.progress.topic,
+                partition = self.progress.partition, offset = message.offset,
+                "{failure}; waiting for one (the message is not failed for it; raise \
+                 --instance-pool or the plugin's max-instances, or run fewer plugins per kp)"
+            );
+        }
+        self.pending = Some(Pending {
+            record: Record {
+                message,
+                bad_header: None,
+            },
+            attempt,
+            not_before: None,
+        });
+        Step::Wait(Instant::now() + INSTANCE_RETRY)
+    }
+
+    /// Says when this partition's messages start going to another version: between two
+    /// messages, so every message is handled by exactly one version.
+    fn note_version(&mut self, plugin: &Arc<LoadedPlugin>, offset: i64) {
+        let same = self
+            .last_version
+            .as_ref()
+            .is_some_and(|(last, _)| std::ptr::eq(last.as_ptr(), Arc::as_ptr(plugin)));
+        if same {
+            return;
+        }
+        if let Some((_, from)) = &self.last_version {
+            tracing::info!(
+                plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
+                offset, from = %from, to = %plugin.version(),
+                "partition switched version"
+            );
+        }
+        self.last_version = Some((Arc::downgrade(plugin), plugin.version().to_string()));
     }
 
     /// The partition's offsets went backwards to `offset`: the topic was deleted and created
@@ -247,150 +463,18 @@ impl<C: ConsumerContext> PartitionWorker<C> {
         }
     }
 
-    fn run(mut self) {
-        let first = loop {
-            match PluginInstance::new(self.versions.load_full()) {
-                Err(failure) if failure.kind() == FailureKind::Unavailable => {
-                    if !self.wait_for_instance(&failure, -1) {
-                        return;
-                    }
-                }
-                other => break other,
-            }
-        };
-        let mut instance = match first {
-            Ok(instance) => instance,
-            Err(failure) => {
-                // Nothing was handled: halt before the first message.
-                if let Some(first) = self.next() {
-                    self.progress
-                        .fail(first.message.offset, failure.to_string());
-                }
-                return;
-            }
-        };
-        while let Some(Record {
-            message,
-            bad_header,
-        }) = self.next()
-        {
-            if let Some(bad) = bad_header {
-                // Not for the handler: straight to the failure policy.
-                let failure = HandlerFailure::BadMessage(bad.to_string());
-                let plugin = self.versions.load_full();
-                if !self.give_up(&plugin, &message, &failure, 1, Registered::No) {
-                    return;
-                }
-                continue;
-            }
-            if !self.wait_for_commits(message.offset) {
-                return; // stopping: the message stays uncommitted
-            }
-            self.follow_version(&mut instance, message.offset);
-            if !self.handle(&mut instance, message) {
-                return; // halted: the progress tracker has said so loudly
-            }
-        }
-    }
-
-    /// Waits while `max_uncommitted` messages of the partition are handled but not committed
-    /// (the commit round trip is slower than the handler): what a crash makes kp handle again
-    /// stays bounded. False when told to stop.
-    fn wait_for_commits(&self, offset: i64) -> bool {
-        while self.progress.uncommitted_before(offset) >= self.shared.max_uncommitted {
-            if self.stop.load(Ordering::Acquire) || !self.apply_policy_to_refused_outputs() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        true
-    }
-
-    /// No instance could be had: waits a moment (saying so now and then) before the caller tries
-    /// again. False when told to stop.
-    fn wait_for_instance(&self, failure: &HandlerFailure, offset: i64) -> bool {
-        use std::sync::atomic::AtomicU64;
-        static SAID: AtomicU64 = AtomicU64::new(0);
-        if SAID.fetch_add(1, Ordering::Relaxed).is_multiple_of(50) {
-            tracing::warn!(
-                plugin = %self.progress.plugin, topic = %self.progress.topic,
-                partition = self.progress.partition, offset,
-                "{failure}; waiting for one (the message is not failed for it; raise the pool \
-                 size or run fewer partitions per kp)"
-            );
-        }
-        self.pause(INSTANCE_RETRY)
-    }
-
-    /// Switches to the published version if it changed: between two messages, so every message
-    /// is handled by exactly one version.
-    fn follow_version(&mut self, instance: &mut PluginInstance, offset: i64) {
-        let published = self.versions.load();
-        if Arc::ptr_eq(&published, instance.plugin())
-            || self
-                .refused
-                .as_ref()
-                .is_some_and(|r| Arc::ptr_eq(r, &published))
-        {
-            return;
-        }
-        let published = Arc::clone(&published);
-        match PluginInstance::new(published.clone()) {
-            Ok(fresh) => {
-                tracing::info!(
-                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
-                    offset, from = %instance.plugin().version(), to = %published.version(),
-                    "partition switched version"
-                );
-                *instance = fresh;
-            }
-            // No instance free for the new version now: keep the old one, try at the next message.
-            Err(e) if e.kind() == FailureKind::Unavailable => {}
-            Err(e) => {
-                tracing::error!(
-                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
-                    version = %published.version(), "new version does not start here, keeping the old one: {e}"
-                );
-                self.refused = Some(published);
-            }
-        }
-    }
-
-    /// Handles one message, retrying `retry-later` errors with backoff and applying the plugin's
-    /// failure policy to what still fails. False when the partition must halt (or must stop: the
-    /// message then stays uncommitted and is handled again by whoever reads the partition next).
-    fn handle(&self, instance: &mut PluginInstance, message: Message) -> bool {
+    /// What follows a handler's success: the outputs are checked against the manifest,
+    /// registered with the progress tracker and sent. False when the partition must halt (or
+    /// must stop: the message then stays uncommitted and is handled again by whoever reads the
+    /// partition next).
+    fn finish(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        message: Message,
+        outputs: Vec<Output>,
+        attempt: u32,
+    ) -> bool {
         let offset = message.offset;
-        let mut attempt = 1;
-        let outputs = loop {
-            let failure = match instance.handle(&message) {
-                Ok(outputs) => break outputs,
-                Err(failure) => failure,
-            };
-            if failure.kind() == FailureKind::Unavailable {
-                // Not the message's fault: the same message again once an instance is free.
-                if !self.wait_for_instance(&failure, offset) {
-                    return false;
-                }
-                continue;
-            }
-            // The policy is read only on failure: nothing is cloned on the message path.
-            let plugin = instance.plugin();
-            let policy = &plugin.manifest.on_failure;
-            if failure.kind() != FailureKind::RetryLater || attempt >= policy.max_attempts {
-                return self.give_up(plugin, &message, &failure, attempt, Registered::No);
-            }
-            let pause = backoff(policy, attempt);
-            tracing::warn!(
-                plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
-                offset, attempt, pause_ms = pause.as_millis() as u64, "{failure}; retrying after a pause"
-            );
-            if !self.pause(pause) {
-                return false; // stopping: the message stays uncommitted
-            }
-            attempt += 1;
-        };
-        let plugin = instance.plugin();
         let default_topic = plugin.manifest.output_topic.as_deref();
         if outputs.iter().any(|o| o.topic.is_none()) && default_topic.is_none() {
             self.progress.fail(
@@ -494,22 +578,6 @@ impl<C: ConsumerContext> PartitionWorker<C> {
             }
         }
         true
-    }
-
-    /// Sleeps `pause` unless told to stop first (then false).
-    fn pause(&self, pause: Duration) -> bool {
-        let until = Instant::now() + pause;
-        while Instant::now() < until {
-            if self.stop.load(Ordering::Acquire) {
-                return false;
-            }
-            std::thread::sleep(
-                until
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(50)),
-            );
-        }
-        !self.stop.load(Ordering::Acquire)
     }
 
     /// Applies the failure policy to a message that failed for good. `registered` says whether

@@ -1,0 +1,328 @@
+//! kp as a user runs it, beside a plain rdkafka loop, at 1, 6, 100 and 1,000 partitions.
+//!
+//! Both are separate processes, measured from outside through `/proc/PID`: the `kp` binary
+//! (`kp run` with the Rust passthrough plugin, defaults otherwise), and this bench executable
+//! started again in "loop" mode: one thread that polls a record, produces a copy of it, stores
+//! its offset, and commits the stored offsets every 100 ms (librdkafka's auto-commit), with the
+//! same allocator as kp (jemalloc). Same broker, same input topic (each in its own group), rounds
+//! interleaved (kp, loop, kp, loop, ...).
+//!
+//! For each: records per second and CPU µs per record (utime + stime of the process) between the
+//! first committed offset and the last, so start-up (plugin load, group join) is left out of
+//! both; the most threads seen; peak RSS (`VmHWM`).
+//!
+//! `scripts/kafka.sh start && cargo bench --bench scale`
+//! Environment: KP_TEST_BROKERS (default 127.0.0.1:9092), KP_BENCH_MESSAGES (default 1000000),
+//! KP_BENCH_ROUNDS (default 2), KP_BENCH_PARTITION_COUNTS (default "1,6,100,1000"),
+//! KP_BENCH_KP_ARGS (extra `kp run` arguments, space-separated, for experiments).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{brokers, build_plugins, create_topics, env_num};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}", nanos % 10_000_000_000)
+}
+
+fn produce(topic: &str, n: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let value = [b'x'; 100];
+    for i in 0..n {
+        let key = format!("k{i}");
+        let mut record = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+}
+
+/// The plain loop, run in a child process (this executable with `KP_SCALE_LOOP` set).
+fn plain_loop(input: &str, output: &str, group: &str) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "100")
+        .create()
+        .unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    loop {
+        producer.poll(Duration::ZERO);
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let Ok(m) = result else { continue };
+        let mut record = BaseRecord::to(output).payload(m.payload().unwrap_or_default());
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        consumer
+            .store_offset(m.topic(), m.partition(), m.offset() + 1)
+            .unwrap();
+    }
+}
+
+/// What /proc says about a process.
+#[derive(Default, Clone, Copy)]
+struct ProcSample {
+    cpu: Duration,
+    threads: u64,
+    peak_rss_kib: u64,
+}
+
+fn sample(pid: u32) -> ProcSample {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let cpu = stat
+        .rfind(')')
+        .map(|i| stat[i + 2..].split_whitespace().collect::<Vec<_>>())
+        .and_then(|f| Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
+        .map(|ticks| Duration::from_millis(ticks * 10))
+        .unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    ProcSample {
+        cpu,
+        threads: field("Threads:"),
+        peak_rss_kib: field("VmHWM:"),
+    }
+}
+
+fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    client
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map(|c| {
+            c.elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+struct Measured {
+    rate: f64,
+    cpu_us: f64,
+    threads: u64,
+    peak_rss_mib: f64,
+}
+
+/// Watches `child` work through `n` records of `input` (its group's committed offsets).
+fn measure(mut child: Child, group: &str, input: &str, partitions: i32, n: usize) -> Measured {
+    let pid = child.id();
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut first: Option<(Instant, ProcSample, i64)> = None;
+    let mut threads = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let last = loop {
+        assert!(Instant::now() < deadline, "{group}: not done in 10 minutes");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{group}: the process exited early: {status}");
+        }
+        let committed = committed_total(&watcher, input, partitions);
+        let now = sample(pid);
+        threads = threads.max(now.threads);
+        if first.is_none() && committed > 0 {
+            first = Some((Instant::now(), now, committed));
+        }
+        if committed >= n as i64 {
+            break (Instant::now(), now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let exit = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < exit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (start, at_start, done_before) = first.expect("progress seen");
+    let records = n as f64 - done_before as f64;
+    let seconds = last.0.duration_since(start).as_secs_f64().max(1e-3);
+    Measured {
+        rate: records / seconds,
+        cpu_us: last.1.cpu.saturating_sub(at_start.cpu).as_secs_f64() * 1e6 / records,
+        threads,
+        peak_rss_mib: last.1.peak_rss_kib as f64 / 1024.0,
+    }
+}
+
+fn kp_round(plugins: &Path, input: &str, partitions: i32, n: usize) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("scale-kp");
+    let output = unique("scale-kp-out");
+    create_topics(&[&output], partitions);
+    std::fs::copy(
+        plugins.join("passthrough.wasm"),
+        dir.path().join("pass.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pass.toml"),
+        format!(
+            "input-topics = [\"{input}\"]\noutput-topic = \"{output}\"\ngroup-id = \"{group}\"\n"
+        ),
+    )
+    .unwrap();
+    let extra = std::env::var("KP_BENCH_KP_ARGS").unwrap_or_default();
+    let child = Command::new(env!("CARGO_BIN_EXE_kp"))
+        .args(["run", "--brokers", &brokers(), "--plugins"])
+        .arg(dir.path())
+        .args(["--no-watch", "--cache-dir"])
+        .arg(cache_dir())
+        .args(extra.split_whitespace())
+        .env("KP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    measure(child, &group, input, partitions, n)
+}
+
+fn loop_round(input: &str, partitions: i32, n: usize) -> Measured {
+    let group = unique("scale-loop");
+    let output = unique("scale-loop-out");
+    create_topics(&[&output], partitions);
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env("KP_SCALE_LOOP", format!("{input} {output} {group}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    measure(child, &group, input, partitions, n)
+}
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-kp-cache")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("KP_SCALE_LOOP") {
+        let parts: Vec<&str> = spec.split(' ').collect();
+        plain_loop(parts[0], parts[1], parts[2]);
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for the list of tests
+    }
+    let n = env_num("KP_BENCH_MESSAGES", 1_000_000);
+    let rounds = env_num("KP_BENCH_ROUNDS", 2).max(1);
+    let counts: Vec<i32> = std::env::var("KP_BENCH_PARTITION_COUNTS")
+        .unwrap_or_else(|_| "1,6,100,1000".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let plugins = build_plugins();
+    std::fs::create_dir_all(cache_dir()).unwrap();
+    let _ = std::fs::set_permissions(
+        cache_dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    );
+    let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    println!(
+        "scale bench: {n} records of 100 B per run, {rounds} interleaved rounds, {cores} cores, \
+         broker {}",
+        brokers()
+    );
+    println!(
+        "{:>10} | {:>6} | {:>10} | {:>8} | {:>7} | {:>8} | {:>10} | {:>8}",
+        "partitions", "who", "records/s", "× loop", "µs/rec", "× loop", "threads", "RSS MiB"
+    );
+    for partitions in counts {
+        let input = unique(&format!("scale-in-{partitions}"));
+        create_topics(&[&input], partitions);
+        produce(&input, n);
+        let (mut kp, mut plain) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            kp.push(kp_round(&plugins, &input, partitions, n));
+            plain.push(loop_round(&input, partitions, n));
+        }
+        let row = |who: &str, m: &[Measured], base: Option<(f64, f64)>| {
+            let rate = median(m.iter().map(|x| x.rate).collect());
+            let cpu = median(m.iter().map(|x| x.cpu_us).collect());
+            let threads = m.iter().map(|x| x.threads).max().unwrap_or(0);
+            let rss = m.iter().map(|x| x.peak_rss_mib).fold(0.0, f64::max);
+            let (rx, cx) = base.map_or((String::new(), String::new()), |(r, c)| {
+                (format!("{:.2}", rate / r), format!("{:.2}", cpu / c))
+            });
+            println!(
+                "{partitions:>10} | {who:>6} | {rate:>10.0} | {rx:>8} | {cpu:>7.2} | {cx:>8} | {threads:>10} | {rss:>8.1}"
+            );
+            let each: Vec<String> = m
+                .iter()
+                .map(|x| format!("{:.0}/s {:.2} µs", x.rate, x.cpu_us))
+                .collect();
+            println!("{:>10}   rounds: {}", "", each.join(", "));
+            (rate, cpu)
+        };
+        let base = row("loop", &plain, None);
+        row("kp", &kp, Some(base));
+    }
+}

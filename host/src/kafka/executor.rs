@@ -1,0 +1,555 @@
+//! The execution model: a fixed set of worker threads that serve the partitions of every plugin.
+//!
+//! ```text
+//!  librdkafka fetch threads ──► partition queue (one per assigned partition, split off the
+//!                               │                consumer's queue; holds up to --queue-depth)
+//!                               │ empty → non-empty: librdkafka calls the queue's callback,
+//!                               ▼                    which wakes the partition's task
+//!  run queue (FIFO of ready tasks) ◄── wakes: queue callback · timer (backoff, waits) · stop
+//!        │ a worker takes the task at the head (a lease: no other worker can hold it)
+//!        ▼
+//!  worker thread 1..N (--workers, default: the number of cores)
+//!        runs one *turn* of the task: up to TURN_MESSAGES messages or TURN_TIME, then
+//!        ├─ Ready  → back to the tail of the run queue (partitions share the workers fairly)
+//!        ├─ Idle   → parked until its queue's callback (or a safety re-check) wakes it
+//!        ├─ Sleep  → parked until a time (a retry's backoff, a full instance pool, commits)
+//!        └─ Done   → dropped (stopped, drained or halted): its queue goes with it
+//! ```
+//!
+//! Who owns what: a [`TaskRef`] is shared by the plugin consumer (to stop the task), the
+//! partition queue's callback and the timer (weakly, to wake it). The task itself (the partition's
+//! state, [`super::partition::PartitionTask`]) sits in its cell and is touched only by the worker
+//! that holds the lease, so a partition's messages are handled one at a time, in offset order,
+//! whichever worker runs each turn.
+//!
+//! Backpressure: a partition whose task is not running is not polled, and librdkafka stops
+//! fetching a partition whose queue holds `queued.min.messages` (`--queue-depth`). A full run
+//! queue is not possible: each task is in it at most once.
+//!
+//! Threads: `workers` + one timer thread, whatever the number of partitions and plugins.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// Most messages of one partition handled in one turn before the worker moves on to the next
+/// ready partition.
+pub const TURN_MESSAGES: usize = 256;
+/// Most time one turn takes (checked between messages) before the worker moves on: a slow
+/// handler does not hold a worker from the other partitions for more than about this plus one
+/// call.
+pub const TURN_TIME: Duration = Duration::from_millis(10);
+/// An idle task is looked at again after this even if its queue's callback never came: a wake-up
+/// lost to a librdkafka path that does not call it costs at most this much latency, never a
+/// stalled partition.
+pub const IDLE_RECHECK: Duration = Duration::from_millis(250);
+
+/// The default number of workers: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// What a task asks for at the end of its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// It has more to do now: run it again after the other ready tasks.
+    Ready,
+    /// Nothing to do until woken (its queue's callback, or a stop).
+    Idle,
+    /// Nothing to do until this time (or until woken).
+    Sleep(Instant),
+    /// Finished for good: drop it.
+    Done,
+}
+
+/// A unit of work the executor runs in turns. Implemented by a partition's task.
+pub trait Task: Send {
+    /// Runs one turn. Must return within about [`TURN_TIME`] plus one handler call.
+    fn turn(&mut self) -> Turn;
+    /// The turn panicked (a bug, or a record that trips a library): the task must report it
+    /// loudly; it is then dropped.
+    fn panicked(&mut self, why: String);
+}
+
+// A task cell's schedule state.
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+/// Running, and woken meanwhile: runs again after this turn.
+const NOTIFIED: u8 = 3;
+const DONE: u8 = 4;
+
+struct TaskCell {
+    /// IDLE / SCHEDULED / RUNNING / NOTIFIED / DONE: a task is in the run queue at most once and
+    /// held by at most one worker; a wake during a turn is never lost.
+    state: AtomicU8,
+    /// The task; `None` once done. Locked only by the worker holding the lease (uncontended).
+    task: Mutex<Option<Box<dyn Task>>>,
+    /// Where to queue it when woken (weak: the executor may be gone first).
+    executor: Weak<Shared>,
+}
+
+impl TaskCell {
+    fn wake(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return, // already scheduled or notified, or done
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if next == SCHEDULED
+                        && let Some(executor) = self.executor.upgrade()
+                    {
+                        executor.push(self.clone());
+                    }
+                    return;
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+/// A handle on a task: wakes it. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskRef(Arc<TaskCell>);
+
+impl TaskRef {
+    /// Makes the task run a turn soon (no effect if it is done).
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+
+    /// A weak waker, for callbacks that must not keep the task alive (a partition queue's).
+    pub fn waker(&self) -> Waker {
+        Waker(Arc::downgrade(&self.0))
+    }
+}
+
+/// Wakes a task if it still exists.
+#[derive(Clone)]
+pub struct Waker(Weak<TaskCell>);
+
+impl Waker {
+    pub fn wake(&self) {
+        if let Some(cell) = self.0.upgrade() {
+            cell.wake();
+        }
+    }
+}
+
+/// A timer entry: wake `task` at `at`.
+struct Timer {
+    at: Instant,
+    /// Tie-breaker so entries are totally ordered.
+    seq: u64,
+    task: Weak<TaskCell>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// What the workers and the timer share.
+struct Shared {
+    /// Ready tasks, in the order they became ready.
+    ready: Mutex<VecDeque<Arc<TaskCell>>>,
+    /// Signalled when a task is queued (or at shutdown).
+    ready_signal: Condvar,
+    /// Pending wake-ups, earliest first.
+    timers: Mutex<BinaryHeap<Reverse<Timer>>>,
+    /// Signalled when an earlier timer is added (or at shutdown).
+    timer_signal: Condvar,
+    timer_seq: AtomicU64,
+    /// Set once: workers and the timer leave.
+    stopping: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn push(&self, cell: Arc<TaskCell>) {
+        lock(&self.ready).push_back(cell);
+        self.ready_signal.notify_one();
+    }
+
+    fn wake_at(&self, cell: &Arc<TaskCell>, at: Instant) {
+        let seq = self.timer_seq.fetch_add(1, Ordering::Relaxed);
+        let mut timers = lock(&self.timers);
+        let earliest = timers.peek().is_none_or(|Reverse(t)| at < t.at);
+        timers.push(Reverse(Timer {
+            at,
+            seq,
+            task: Arc::downgrade(cell),
+        }));
+        drop(timers);
+        if earliest {
+            self.timer_signal.notify_one();
+        }
+    }
+
+    /// The next ready task, or `None` when stopping.
+    fn take(&self) -> Option<Arc<TaskCell>> {
+        let mut ready = lock(&self.ready);
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(cell) = ready.pop_front() {
+                return Some(cell);
+            }
+            ready = self
+                .ready_signal
+                .wait(ready)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn worker_loop(self: &Arc<Self>) {
+        while let Some(cell) = self.take() {
+            cell.state.store(RUNNING, Ordering::Release);
+            let turn = {
+                let mut slot = lock(&cell.task);
+                let turn = match slot.as_mut() {
+                    None => Turn::Done,
+                    Some(task) => {
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| task.turn())) {
+                            Ok(turn) => turn,
+                            Err(panic) => {
+                                let why = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_else(|| "(no message)".into());
+                                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    task.panicked(why)
+                                }));
+                                Turn::Done
+                            }
+                        }
+                    }
+                };
+                if turn == Turn::Done {
+                    // Dropped here, on the worker: its partition queue (and the consumer
+                    // reference it holds) goes with it.
+                    cell.state.store(DONE, Ordering::Release);
+                    slot.take();
+                }
+                turn
+            };
+            match turn {
+                Turn::Done => {}
+                Turn::Ready => {
+                    cell.state.store(SCHEDULED, Ordering::Release);
+                    self.push(cell);
+                }
+                Turn::Idle | Turn::Sleep(_) => {
+                    let at = match turn {
+                        Turn::Sleep(at) => at,
+                        _ => Instant::now() + IDLE_RECHECK,
+                    };
+                    self.wake_at(&cell, at);
+                    // Woken during the turn: run again now.
+                    if cell
+                        .state
+                        .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        cell.state.store(SCHEDULED, Ordering::Release);
+                        self.push(cell);
+                    }
+                }
+            }
+        }
+    }
+
+    fn timer_loop(&self) {
+        let mut timers = lock(&self.timers);
+        while !self.stopping.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while let Some(Reverse(first)) = timers.peek() {
+                if first.at > now {
+                    break;
+                }
+                let Reverse(timer) = timers.pop().expect("peeked");
+                due.push(timer.task);
+            }
+            let wait = timers
+                .peek()
+                .map(|Reverse(t)| t.at.saturating_duration_since(now))
+                .unwrap_or(Duration::from_secs(1));
+            if !due.is_empty() {
+                drop(timers);
+                for task in due {
+                    if let Some(cell) = task.upgrade() {
+                        cell.wake();
+                    }
+                }
+                timers = lock(&self.timers);
+                continue;
+            }
+            timers = self
+                .timer_signal
+                .wait_timeout(timers, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The worker threads and the timer. Dropping it stops them (after their current turn) and drops
+/// the tasks still queued.
+pub struct Executor {
+    shared: Arc<Shared>,
+    /// Joined on drop.
+    threads: Vec<JoinHandle<()>>,
+    workers: usize,
+}
+
+impl Executor {
+    /// Starts `workers` worker threads and the timer thread.
+    pub fn start(workers: usize) -> Result<Self> {
+        anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+        let shared = Arc::new(Shared {
+            ready: Mutex::new(VecDeque::new()),
+            ready_signal: Condvar::new(),
+            timers: Mutex::new(BinaryHeap::new()),
+            timer_signal: Condvar::new(),
+            timer_seq: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        let mut executor = Executor {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            workers,
+        };
+        for i in 0..workers {
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("kp-worker-{i}"))
+                .spawn(move || shared.worker_loop())
+                .context("starting a worker thread")?;
+            executor.threads.push(thread);
+        }
+        let timer = std::thread::Builder::new()
+            .name("kp-timer".into())
+            .spawn(move || shared.timer_loop())
+            .context("starting the timer thread")?;
+        executor.threads.push(timer);
+        Ok(executor)
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Makes a task and schedules its first turn. `make` gets the task's [`Waker`] (for a
+    /// partition queue's callback) before the task exists.
+    pub fn spawn(&self, make: impl FnOnce(Waker) -> Box<dyn Task>) -> TaskRef {
+        let cell = Arc::new(TaskCell {
+            state: AtomicU8::new(IDLE),
+            task: Mutex::new(None),
+            executor: Arc::downgrade(&self.shared),
+        });
+        let task = make(Waker(Arc::downgrade(&cell)));
+        *lock(&cell.task) = Some(task);
+        let task = TaskRef(cell);
+        task.wake();
+        task
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        {
+            let _ready = lock(&self.shared.ready);
+            self.shared.ready_signal.notify_all();
+        }
+        {
+            let _timers = lock(&self.shared.timers);
+            self.shared.timer_signal.notify_all();
+        }
+        for thread in self.threads.drain(..) {
+            let name = thread.thread().name().unwrap_or("?").to_string();
+            if thread.join().is_err() {
+                tracing::error!(thread = %name, "a kp thread panicked");
+            }
+        }
+        lock(&self.shared.ready).clear();
+        lock(&self.shared.timers).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its turns; asks for `ready_turns` Ready turns, then Idle.
+    struct Counting {
+        turns: Arc<AtomicUsize>,
+        ready_turns: usize,
+        running: Arc<AtomicUsize>,
+        overlap: Arc<AtomicBool>,
+    }
+
+    impl Task for Counting {
+        fn turn(&mut self) -> Turn {
+            if self.running.fetch_add(1, Ordering::SeqCst) != 0 {
+                self.overlap.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_micros(50));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let n = self.turns.fetch_add(1, Ordering::SeqCst) + 1;
+            if n < self.ready_turns {
+                Turn::Ready
+            } else {
+                Turn::Idle
+            }
+        }
+        fn panicked(&mut self, _why: String) {}
+    }
+
+    fn wait_for(what: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !what() {
+            assert!(Instant::now() < until, "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_task_is_never_run_by_two_workers_at_once_and_no_wake_is_lost() {
+        let executor = Executor::start(4).unwrap();
+        let turns = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let overlap = Arc::new(AtomicBool::new(false));
+        let task = executor.spawn(|_| {
+            Box::new(Counting {
+                turns: turns.clone(),
+                ready_turns: 100,
+                running: running.clone(),
+                overlap: overlap.clone(),
+            })
+        });
+        // Wakes from other threads while it runs, as a queue callback would.
+        let wakers: Vec<_> = (0..4)
+            .map(|_| {
+                let task = task.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        task.wake();
+                    }
+                })
+            })
+            .collect();
+        for w in wakers {
+            w.join().unwrap();
+        }
+        wait_for(|| turns.load(Ordering::SeqCst) >= 100);
+        let before = turns.load(Ordering::SeqCst);
+        // Idle now: one more wake gives exactly one more turn soon.
+        std::thread::sleep(Duration::from_millis(20));
+        let settled = turns.load(Ordering::SeqCst);
+        task.wake();
+        wait_for(|| turns.load(Ordering::SeqCst) > settled);
+        assert!(before >= 100);
+        assert!(!overlap.load(Ordering::SeqCst), "two workers ran one task");
+    }
+
+    #[test]
+    fn sleeping_tasks_wake_at_their_time_and_done_tasks_are_dropped() {
+        struct Sleeper {
+            woke: Arc<Mutex<Vec<Instant>>>,
+            _alive: Arc<()>,
+        }
+        impl Task for Sleeper {
+            fn turn(&mut self) -> Turn {
+                let mut woke = lock(&self.woke);
+                woke.push(Instant::now());
+                if woke.len() < 3 {
+                    Turn::Sleep(Instant::now() + Duration::from_millis(30))
+                } else {
+                    Turn::Done
+                }
+            }
+            fn panicked(&mut self, _why: String) {}
+        }
+        let executor = Executor::start(1).unwrap();
+        let woke = Arc::new(Mutex::new(Vec::new()));
+        let alive = Arc::new(());
+        let _task = executor.spawn(|_| {
+            Box::new(Sleeper {
+                woke: woke.clone(),
+                _alive: alive.clone(),
+            })
+        });
+        wait_for(|| Arc::strong_count(&alive) == 1);
+        let woke = lock(&woke).clone();
+        assert_eq!(woke.len(), 3);
+        for pair in woke.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(30));
+        }
+    }
+
+    #[test]
+    fn a_panicking_turn_is_reported_and_the_worker_goes_on() {
+        struct Panics(Arc<Mutex<Option<String>>>);
+        impl Task for Panics {
+            fn turn(&mut self) -> Turn {
+                panic!("boom");
+            }
+            fn panicked(&mut self, why: String) {
+                *lock(&self.0) = Some(why);
+            }
+        }
+        let executor = Executor::start(1).unwrap();
+        let said = Arc::new(Mutex::new(None));
+        executor.spawn(|_| Box::new(Panics(said.clone())));
+        wait_for(|| lock(&said).is_some());
+        assert_eq!(lock(&said).as_deref(), Some("boom"));
+        // The single worker still serves other tasks.
+        let turns = Arc::new(AtomicUsize::new(0));
+        executor.spawn(|_| {
+            Box::new(Counting {
+                turns: turns.clone(),
+                ready_turns: 1,
+                running: Arc::new(AtomicUsize::new(0)),
+                overlap: Arc::new(AtomicBool::new(false)),
+            })
+        });
+        wait_for(|| turns.load(Ordering::SeqCst) == 1);
+    }
+}

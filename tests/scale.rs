@@ -1,0 +1,200 @@
+//! The execution model at scale, on the real broker: threads and instances bounded by
+//! `--workers`, not by partitions; order per partition while the workers interleave partitions.
+//! (The JavaScript/Python memory figure is in tests/languages.rs, which builds those guests.)
+//!
+//! Thread bounds stated here, for `--workers 2`: kp's own threads are the workers, the timer, the
+//! epoch ticker, the folder watcher, the tokio runtime's, and per plugin a consumer thread and a
+//! committer thread; librdkafka adds its own per client (a main thread, and one per broker
+//! connection: about 5 per client on this single-broker cluster, for the consumer of each
+//! plugin, the producer and the metadata client).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::*;
+
+/// librdkafka's threads for one client on the single-node test cluster, with room to spare.
+const THREADS_PER_CLIENT: u64 = 6;
+/// kp's own threads besides the workers and the per-plugin ones, with room to spare.
+const THREADS_FIXED: u64 = 16;
+
+fn thread_bound(workers: u64, plugins: u64) -> u64 {
+    // kp's own (fixed, workers, 2 per plugin) + librdkafka's (a consumer per plugin, the
+    // producer, the metadata client).
+    THREADS_FIXED + workers + 2 * plugins + THREADS_PER_CLIENT * (plugins + 2)
+}
+
+#[test]
+fn a_thousand_partitions_through_one_kp_exactly_once_with_bounded_threads() {
+    let (input, output, group) = (unique("p1000-in"), unique("p1000-out"), unique("p1000"));
+    create_topic(&input, 1000);
+    create_topic(&output, 6);
+    let n = 20_000;
+    // 5,000 keys spread the records over every partition.
+    produce(&input, &seq_records(n, 5_000));
+    let ends = log_end(&input);
+    assert_eq!(ends.len(), 1000);
+    assert!(
+        ends.values().filter(|&&e| e > 0).count() > 950,
+        "records on most partitions"
+    );
+
+    let plugins = PluginDir::new();
+    plugins.add(
+        "passthrough",
+        "pass",
+        &manifest(&input, &output, &group, ""),
+    );
+    let mut kp = Kp::run(plugins.path(), &["--workers", "2"]);
+    let pid = kp.child.id();
+    let mut outputs = Vec::new();
+    let (threads, rss_mib) = watch_process(pid, || {
+        outputs = read_topic(&output);
+        outputs.len() >= n || kp.child.try_wait().unwrap().is_some()
+    });
+    assert!(outputs.len() >= n, "{}", kp.logs());
+    // Committed at the log end: every partition that has records (one without has no offset to
+    // commit).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed = committed(&group, &input);
+        let behind: Vec<_> = ends
+            .iter()
+            .filter(|(p, end)| **end > 0 && committed.get(p) != Some(end))
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} partitions not committed to their end, such as {:?}",
+            behind.len(),
+            &behind[..behind.len().min(5)]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+    let bound = thread_bound(2, 1);
+    println!("1,000 partitions: {threads} threads (bound {bound}), peak RSS {rss_mib} MiB");
+    let seen = count_by_seq(&outputs, n);
+    assert!(
+        seen.iter().all(|&c| c == 1),
+        "every record exactly once: {} missing, {} repeated",
+        seen.iter().filter(|&&c| c == 0).count(),
+        seen.iter().filter(|&&c| c > 1).count()
+    );
+    assert!(
+        threads <= bound,
+        "{threads} threads for 1,000 partitions, above the bound of {bound}"
+    );
+    assert!(!logs.contains("halted"), "{logs}");
+}
+
+#[test]
+fn a_hundred_plugins_in_one_folder_all_consume_with_bounded_threads() {
+    const PLUGINS: usize = 100;
+    const EACH: usize = 5;
+    let t = unique("p100");
+    let output = format!("{t}-out");
+    create_topic(&output, 1);
+    let plugins = PluginDir::new();
+    let mut inputs = Vec::new();
+    for i in 0..PLUGINS {
+        let input = format!("{t}-in-{i}");
+        create_topic(&input, 1);
+        plugins.add(
+            "passthrough",
+            &format!("p{i}"),
+            &manifest(&input, &output, &format!("{t}-g{i}"), ""),
+        );
+        inputs.push(input);
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        let records: Vec<Rec> = (0..EACH)
+            .map(|j| Rec::kv(&format!("{i}"), &format!("{j}")))
+            .collect();
+        produce(input, &records);
+    }
+    let mut kp = Kp::run(plugins.path(), &["--workers", "2"]);
+    let pid = kp.child.id();
+    let mut outputs = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let (threads, rss_mib) = watch_process(pid, || {
+        outputs = read_topic(&output);
+        outputs.len() >= PLUGINS * EACH
+            || kp.child.try_wait().unwrap().is_some()
+            || std::time::Instant::now() > deadline
+    });
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+    let mut by_plugin: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &outputs {
+        *by_plugin
+            .entry(String::from_utf8(r.key.clone().unwrap()).unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_plugin.len(),
+        PLUGINS,
+        "every plugin consumed: {by_plugin:?}"
+    );
+    assert!(by_plugin.values().all(|&c| c == EACH), "{by_plugin:?}");
+    let bound = thread_bound(2, PLUGINS as u64);
+    println!("{PLUGINS} plugins: {threads} threads (bound {bound}), peak RSS {rss_mib} MiB");
+    assert!(threads <= bound, "{threads} threads, above {bound}");
+}
+
+/// Many partitions, two workers: each partition's turns move between the workers, and a guest
+/// instance sees several partitions' messages, interleaved. Every partition's messages must
+/// still be handled one at a time, in offset order, once each. The check is on the outputs (an
+/// instance no longer sees every message of a partition, so the guest itself cannot check for
+/// gaps): the chaos plugin's `where` returns each message's offset keyed by its partition, and
+/// one key's outputs keep the order in which they were produced (idempotent producer).
+#[test]
+fn order_per_partition_holds_while_workers_interleave_partitions() {
+    let (input, output, group) = (unique("order-in"), unique("order-out"), unique("order"));
+    const PARTITIONS: i32 = 48;
+    const EACH: i64 = 400;
+    create_topic(&input, PARTITIONS);
+    create_topic(&output, 4);
+    let records: Vec<Rec> = (0..PARTITIONS)
+        .flat_map(|p| (0..EACH).map(move |_| Rec::kv("where", "").on(p)))
+        .collect();
+    produce(&input, &records);
+    let plugins = PluginDir::new();
+    plugins.add("chaos", "order", &manifest(&input, &output, &group, ""));
+    let kp = Kp::run(plugins.path(), &["--workers", "2"]);
+    let outputs = read_all(
+        &output,
+        (PARTITIONS as i64 * EACH) as usize,
+        Duration::from_secs(120),
+    );
+    wait_committed_to_end(&group, &input, Duration::from_secs(60));
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+    let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    let mut ordered: Vec<&Read> = outputs.iter().collect();
+    ordered.sort_by_key(|r| (r.partition, r.offset));
+    for r in ordered {
+        let p: i32 = std::str::from_utf8(r.key.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let offset: i64 = std::str::from_utf8(r.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        seen.entry(p).or_default().push(offset);
+    }
+    assert_eq!(seen.len(), PARTITIONS as usize);
+    for (p, offsets) in seen {
+        let expected: Vec<i64> = (0..EACH).collect();
+        assert_eq!(
+            offsets, expected,
+            "partition {p}: its messages were not handled once each in offset order"
+        );
+    }
+}
