@@ -198,3 +198,55 @@ fn order_per_partition_holds_while_workers_interleave_partitions() {
         );
     }
 }
+
+/// The smallest pool `--workers 2` accepts (6: no room for idle instances), two plugins, and
+/// guests that trap: a trapped instance is never given back or called again, each partition
+/// gets a fresh one, and no partition waits for good on a full pool.
+#[test]
+fn the_smallest_pool_with_trapping_guests_stalls_no_partition() {
+    let t = unique("tinypool");
+    let output = format!("{t}-out");
+    create_topic(&output, 1);
+    let plugins = PluginDir::new();
+    let mut inputs = Vec::new();
+    for i in 0..2 {
+        let input = format!("{t}-in-{i}");
+        create_topic(&input, 6);
+        plugins.add(
+            "chaos",
+            &format!("c{i}"),
+            &manifest(
+                &input,
+                &output,
+                &format!("{t}-g{i}"),
+                "[on-failure]\npolicy = \"skip\"\n",
+            ),
+        );
+        inputs.push(input);
+    }
+    const EACH: usize = 120;
+    for input in &inputs {
+        // Every fourth record traps its instance; the others pass.
+        let records: Vec<Rec> = (0..EACH)
+            .map(|i| {
+                let key = if i % 4 == 0 { "panic" } else { "pass" };
+                Rec::kv(key, &i.to_string()).on((i % 6) as i32)
+            })
+            .collect();
+        produce(input, &records);
+    }
+    let kp = Kp::run(plugins.path(), &["--workers", "2", "--instance-pool", "6"]);
+    let expected = 2 * (EACH - EACH / 4);
+    let outputs = read_all(&output, expected, Duration::from_secs(120));
+    for input in &inputs {
+        wait_committed_to_end(
+            &format!("{t}-g{}", &input[input.len() - 1..]),
+            input,
+            Duration::from_secs(60),
+        );
+    }
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+    assert_eq!(outputs.len(), expected, "{logs}");
+    assert_eq!(logs.matches("SKIPPED").count(), 2 * (EACH / 4), "{logs}");
+}

@@ -4,7 +4,7 @@
 //! (`kp run` with the Rust passthrough plugin, defaults otherwise), and this bench executable
 //! started again in "loop" mode: one thread that polls a record, produces a copy of it, stores
 //! its offset, and commits the stored offsets every 100 ms (librdkafka's auto-commit), with the
-//! same allocator as kp (jemalloc). Same broker, same input topic (each in its own group), rounds
+//! same allocator as kp (jemalloc) and kp's `fetch.queue.backoff.ms=10`. Same broker, same input topic (each in its own group), rounds
 //! interleaved (kp, loop, kp, loop, ...).
 //!
 //! For each: records per second and CPU µs per record (utime + stime of the process) between the
@@ -72,6 +72,9 @@ fn plain_loop(input: &str, output: &str, group: &str) {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "100")
+        // As kp sets it: librdkafka's default (1 s) stalls fetching each time the prefetch
+        // queue fills.
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .unwrap();
     let producer: BaseProducer = ClientConfig::new()

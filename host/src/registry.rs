@@ -168,7 +168,14 @@ impl PluginRegistry {
             MetadataContext::default(),
             "creating the metadata client",
         )?;
+        if let Some(pool) = sandbox.instance_pool() {
+            crate::sandbox::check_capacity(options.workers, pool)?;
+        }
         let executor = crate::kafka::executor::Executor::start(options.workers)?;
+        let idle_cap = crate::kafka::instances::AllInstances::idle_cap(
+            sandbox.instance_pool(),
+            options.workers,
+        );
         Ok(PluginRegistry {
             dir,
             sandbox,
@@ -179,7 +186,7 @@ impl PluginRegistry {
             running: BTreeMap::new(),
             status,
             executor: Arc::new(executor),
-            instances: Arc::default(),
+            instances: Arc::new(crate::kafka::instances::AllInstances::new(idle_cap)),
         })
     }
 

@@ -7,17 +7,20 @@
 //! the same time), whatever its number of partitions; an instance sees the messages of several
 //! partitions, interleaved, which `wit/kp.wit` tells guests.
 //!
-//! The engine's instance pool (`--instance-pool`) bounds the total. When it is full, the idle
-//! instance used longest ago, of any plugin, is dropped to make room ([`AllInstances::evict`]):
-//! idle instances are a cache, and with a pool of at least twice the workers (checked at start)
-//! a checkout never waits on another worker's idle instance. A plugin's own share
-//! (`max-instances`) can make a checkout wait; the partition then waits without failing its
-//! message and says why.
+//! The engine's instance pool (`--instance-pool`) bounds the total. Idle instances are a cache
+//! kept within the pool minus the room the workers and plugin loads need (two per worker, two for
+//! loads; checked at start): giving one back beyond that drops the idle instance used longest ago,
+//! of any plugin. So a checkout or a load never waits on another worker's idle instance; should
+//! the pool still be full, idle instances are dropped to make room ([`AllInstances::evict`]). A
+//! plugin's own share (`max-instances`) can make a checkout wait; the partition then waits
+//! without failing its message and says why. An instance that trapped is never given back.
 //!
-//! Versions: a checkout returns an instance of the published version. Idle instances of an older
-//! version are dropped as they come out. A published version whose instance does not start is
+//! Versions: a checkout returns an instance of the published version (or, for a retry, of the
+//! version that handled the message's first attempt). Idle instances of other versions are
+//! dropped. A published version whose instance does not start, where the previous one does, is
 //! remembered as refused and the previous one kept, so a bad version is tried once per plugin,
-//! not once per message.
+//! not once per message; a version that started once is not refused later (its failure is the
+//! message's, under the failure policy).
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
@@ -31,12 +34,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Every plugin's idle instances, so a full pool can make room. One per `kp run`.
-#[derive(Default)]
 pub struct AllInstances {
     plugins: Mutex<Vec<Weak<PluginInstances>>>,
+    /// Most idle instances over all plugins.
+    idle_cap: usize,
+    /// Idle instances now, over all plugins.
+    idle: std::sync::atomic::AtomicUsize,
 }
 
 impl AllInstances {
+    /// Idle instances over all plugins stay within `idle_cap`.
+    pub fn new(idle_cap: usize) -> Self {
+        AllInstances {
+            plugins: Mutex::new(Vec::new()),
+            idle_cap,
+            idle: Default::default(),
+        }
+    }
+
+    /// The room idle instances may take in a pool of `pool` slots served by `workers` workers
+    /// (see [`crate::sandbox::check_capacity`]); no cap without a pool.
+    pub fn idle_cap(pool: Option<u32>, workers: usize) -> usize {
+        pool.map_or(usize::MAX, |pool| {
+            (pool as usize).saturating_sub(workers.saturating_mul(2).saturating_add(2))
+        })
+    }
+
     /// The instances of one plugin (one per plugin consumer).
     pub fn for_plugin(
         self: &Arc<Self>,
@@ -58,17 +81,21 @@ impl AllInstances {
         plugin
     }
 
-    /// Drops the idle instance used longest ago, of any plugin. False when none is idle.
-    pub fn evict(&self) -> bool {
-        let plugins: Vec<Arc<PluginInstances>> = lock(&self.plugins)
+    fn live_plugins(&self) -> Vec<Arc<PluginInstances>> {
+        lock(&self.plugins)
             .iter()
             .filter_map(Weak::upgrade)
-            .collect();
-        let oldest = plugins
-            .iter()
+            .collect()
+    }
+
+    /// Drops the idle instance used longest ago, of any plugin. False when none is idle.
+    pub fn evict(&self) -> bool {
+        let oldest = self
+            .live_plugins()
+            .into_iter()
             .filter_map(|p| {
-                let state = lock(&p.state);
-                state.idle.first().map(|(_, at)| (*at, p.clone()))
+                let at = lock(&p.state).idle.first().map(|(_, at)| *at)?;
+                Some((at, p))
             })
             .min_by_key(|(at, _)| *at);
         let Some((_, plugin)) = oldest else {
@@ -78,17 +105,16 @@ impl AllInstances {
             let mut state = lock(&plugin.state);
             (!state.idle.is_empty()).then(|| state.idle.remove(0))
         };
+        if evicted.is_some() {
+            self.idle.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
         // Dropped outside the lock: freeing an instance returns its slot to the pool.
         evicted.is_some()
     }
 
-    /// Idle instances over all plugins (for tests and the status).
+    /// Idle instances over all plugins.
     pub fn idle(&self) -> usize {
-        lock(&self.plugins)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .map(|p| lock(&p.state).idle.len())
-            .sum()
+        self.idle.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -105,7 +131,7 @@ struct State {
 pub struct PluginInstances {
     /// The published version (the registry stores new ones).
     versions: Arc<ArcSwap<LoadedPlugin>>,
-    /// To make room in a full pool.
+    /// To keep idle instances within their room, and make room in a full pool.
     all: Weak<AllInstances>,
     state: Mutex<State>,
 }
@@ -114,86 +140,107 @@ pub struct PluginInstances {
 pub enum CheckoutError {
     /// No room (pool or the plugin's share): not the message's fault; try again later.
     Unavailable(HandlerFailure),
-    /// The version's instance does not start.
+    /// The version's instance does not start: the message's failure, under the failure policy.
     Failed(HandlerFailure),
 }
 
-impl PluginInstances {
-    /// True when `instance` runs the version a message should get now.
-    pub fn is_current(&self, instance: &PluginInstance) -> bool {
-        let published = self.versions.load();
-        if Arc::ptr_eq(&published, instance.plugin()) {
-            return true;
+impl From<HandlerFailure> for CheckoutError {
+    fn from(failure: HandlerFailure) -> Self {
+        if failure.kind() == FailureKind::Unavailable {
+            CheckoutError::Unavailable(failure)
+        } else {
+            CheckoutError::Failed(failure)
         }
+    }
+}
+
+impl PluginInstances {
+    /// The version a new message gets now: the published one, unless it was refused.
+    pub fn version_now(&self) -> Arc<LoadedPlugin> {
+        let published = self.versions.load_full();
         let state = lock(&self.state);
-        state
+        if state
             .refused
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(r, &published))
-            && Arc::ptr_eq(&state.current, instance.plugin())
+        {
+            state.current.clone()
+        } else {
+            published
+        }
     }
 
-    /// An instance of the version to run now: an idle one, or a new one.
-    pub fn checkout(&self) -> Result<PluginInstance, CheckoutError> {
-        let published = self.versions.load_full();
-        let (target, stale) = {
+    /// An instance of `version` (a retry keeps the version of its first attempt), or of the
+    /// version a new message gets now: an idle one, or a new one.
+    pub fn checkout(
+        &self,
+        version: Option<&Arc<LoadedPlugin>>,
+    ) -> Result<PluginInstance, CheckoutError> {
+        let pinned = version.is_some();
+        let target = version.cloned().unwrap_or_else(|| self.version_now());
+        let (found, stale) = {
             let mut state = lock(&self.state);
-            let refused = state
-                .refused
-                .as_ref()
-                .is_some_and(|r| Arc::ptr_eq(r, &published));
-            let target = if refused {
-                state.current.clone()
-            } else {
-                published.clone()
-            };
-            // Newest first: the most recently used is the likeliest to be warm.
             let mut stale = Vec::new();
-            while let Some((instance, _)) = state.idle.pop() {
+            let mut found = None;
+            // Newest first (the likeliest to be warm); other versions' instances are dropped,
+            // except for a retry of an older version, which leaves the others alone.
+            while let Some((instance, at)) = state.idle.pop() {
                 if Arc::ptr_eq(instance.plugin(), &target) {
-                    drop(state);
-                    drop(stale);
-                    return Ok(instance);
+                    found = Some(instance);
+                    break;
                 }
-                stale.push(instance);
+                stale.push((instance, at));
             }
-            (target, stale)
+            if pinned {
+                // Put the others back, in their order.
+                state.idle.extend(stale.drain(..).rev());
+            }
+            let taken = stale.len() + usize::from(found.is_some());
+            if let Some(all) = self.all.upgrade() {
+                all.idle
+                    .fetch_sub(taken, std::sync::atomic::Ordering::AcqRel);
+            }
+            (found, stale)
         };
         drop(stale); // older versions: their slots go back to the pool
-        match self.start(target.clone()) {
-            Ok(instance) => {
-                lock(&self.state).current = target;
-                Ok(instance)
-            }
-            Err(failure) if failure.kind() == FailureKind::Unavailable => {
-                Err(CheckoutError::Unavailable(failure))
-            }
-            Err(failure) => {
-                let fallback = {
-                    let mut state = lock(&self.state);
-                    if Arc::ptr_eq(&target, &state.current) {
-                        None
-                    } else {
-                        state.refused = Some(target.clone());
-                        Some(state.current.clone())
-                    }
-                };
-                let Some(previous) = fallback else {
-                    return Err(CheckoutError::Failed(failure));
-                };
-                tracing::error!(
-                    plugin = %target.name(), version = %target.version(), running = %previous.version(),
-                    "new version does not start, keeping the running one: {failure}"
-                );
-                match self.start(previous) {
-                    Ok(instance) => Ok(instance),
-                    Err(f) if f.kind() == FailureKind::Unavailable => {
-                        Err(CheckoutError::Unavailable(f))
-                    }
-                    Err(f) => Err(CheckoutError::Failed(f)),
-                }
-            }
+        if let Some(instance) = found {
+            return Ok(instance);
         }
+        let failure = match self.start(target.clone()) {
+            Ok(instance) => {
+                let mut state = lock(&self.state);
+                if !pinned {
+                    // A version that starts is good, even if another worker's start failed.
+                    if state
+                        .refused
+                        .as_ref()
+                        .is_some_and(|r| Arc::ptr_eq(r, &target))
+                    {
+                        state.refused = None;
+                    }
+                    state.current = target;
+                }
+                return Ok(instance);
+            }
+            Err(failure) if failure.kind() == FailureKind::Unavailable || pinned => {
+                return Err(failure.into());
+            }
+            Err(failure) => failure,
+        };
+        // A new version that does not start, where the running one does: refuse it once.
+        let previous = {
+            let mut state = lock(&self.state);
+            if Arc::ptr_eq(&state.current, &target) {
+                return Err(CheckoutError::Failed(failure));
+            }
+            state.refused = Some(target.clone());
+            state.current.clone()
+        };
+        tracing::error!(
+            plugin = %target.name(), version = %target.version(), running = %previous.version(),
+            "new version does not start, keeping the running one: {failure}"
+        );
+        Ok(self.start(previous)?)
     }
 
     /// A new instance of `plugin`; when the pool is full, idle instances (of any plugin) are
@@ -217,12 +264,21 @@ impl PluginInstances {
         }
     }
 
-    /// Gives an instance back for the next turn. An instance of a version no longer current is
-    /// dropped.
+    /// Gives an instance back for the next turn. One that trapped, or of a version no longer
+    /// current, is dropped; beyond the idle room, the idle instance used longest ago goes.
     pub fn give_back(&self, instance: PluginInstance) {
-        if !self.is_current(&instance) {
+        if !instance.is_live() || !Arc::ptr_eq(instance.plugin(), &self.version_now()) {
             return;
         }
-        lock(&self.state).idle.push((instance, Instant::now()));
+        let Some(all) = self.all.upgrade() else {
+            return;
+        };
+        if all.idle() >= all.idle_cap && !all.evict() {
+            return; // no room at all: this one goes
+        }
+        let mut state = lock(&self.state);
+        // Counted before it can be taken, so the count never goes below zero.
+        all.idle.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        state.idle.push((instance, Instant::now()));
     }
 }

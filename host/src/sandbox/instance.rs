@@ -106,6 +106,12 @@ impl PluginInstance {
         &self.plugin
     }
 
+    /// False after a failure killed the instance (a trap, a timeout, out of memory): the next
+    /// call would start a fresh one.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
     /// Number of instances started so far (1 + replacements after failures).
     pub fn instances_started(&self) -> u64 {
         self.started

@@ -68,6 +68,8 @@ pub struct Sandbox {
     linker: Linker<GuestState>,
     cache: Option<ArtifactCache>,
     compiler: compiler::Compiler,
+    /// How instances are allocated (the pool's size bounds every plugin's instances together).
+    allocation: Allocation,
     /// Drives epoch deadlines; stops when the sandbox is dropped.
     _ticker: engine::EpochTicker,
 }
@@ -98,7 +100,17 @@ impl Sandbox {
             linker,
             cache,
             compiler: config.compiler,
+            allocation: config.allocation,
             _ticker,
         })
+    }
+
+    /// The instance pool's size (`--instance-pool`), or `None` when instances are allocated on
+    /// demand.
+    pub fn instance_pool(&self) -> Option<u32> {
+        match self.allocation {
+            Allocation::Pooling { max_instances } => Some(max_instances),
+            Allocation::OnDemand => None,
+        }
     }
 }
