@@ -3,7 +3,8 @@
 # beyond Rust:
 #   kp itself:  OpenSSL's and libcurl's headers and pkg-config (librdkafka's TLS, and OIDC token fetching;
 #               Debian packages libssl-dev, libcurl4-openssl-dev, pkg-config)
-#   Tests:      kcat (Debian package: an independent Kafka client; it writes records rdkafka cannot)
+#   Tests:      kcat (Debian package: an independent Kafka client; it writes records rdkafka cannot),
+#               prometheus (Debian package: scrapes kp's /metrics as an operator's would)
 #   Rust:       the wasm32-wasip2 target (rustup)
 #   C:          clang, lld, wasi-libc, libclang-rt-dev-wasm32 (Debian packages; needs root or sudo)
 #   JavaScript: componentize-js into guest-sdk/js/node_modules (npm ci, from package-lock.json)
@@ -24,6 +25,10 @@ if ! pkg-config --exists openssl libcurl 2>/dev/null; then
   apt_install libssl-dev libcurl4-openssl-dev pkg-config
 fi
 
+if ! command -v prometheus >/dev/null; then
+  echo "toolchains.sh: installing prometheus (Debian package: the tests scrape kp's /metrics with it)" >&2
+  apt_install --no-install-recommends prometheus
+fi
 if ! command -v kcat >/dev/null; then
   echo "toolchains.sh: installing kcat (Debian package)" >&2
   apt_install kcat

@@ -244,6 +244,7 @@ fn kp_run(
         },
         watch: false,
         status_file: None,
+        http: None,
     };
     let running = BackgroundKp::start(config);
     let watcher: BaseConsumer = ClientConfig::new()

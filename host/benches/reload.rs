@@ -97,6 +97,7 @@ fn main() {
         },
         watch: true,
         status_file: None,
+        http: None,
     };
     let running = BackgroundKp::start(config);
 

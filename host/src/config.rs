@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     /// `--instance-pool`.
     pub instance_pool: Option<u32>,
+    /// `--http`.
+    pub http: Option<std::net::SocketAddr>,
     /// Whether plugins without a policy of their own may run (`crate::policy`).
     pub tenancy: Option<Tenancy>,
     /// The operator's policy per plugin: `[policy.NAME]`.

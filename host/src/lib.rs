@@ -5,10 +5,13 @@
 //! - [`sandbox`]: wasmtime engine, plugin loading and checking, guest instances, outcomes.
 //! - [`replay`]: `kp replay`: run a handler over JSON lines, no Kafka.
 //! - [`check`]: `kp check`: load a module and describe it.
-//! - [`kafka`]: consuming, the partition workers, **the commit rule**, producing outputs.
+//! - [`kafka`]: consuming, **the execution model** (worker threads running partitions in turns),
+//!   **the commit rule**, producing outputs.
 //! - [`runner`]: `kp run`: start everything, drain on shutdown; [`dev`]: the same on an embedded broker.
 //! - [`registry`]: the running plugins, kept in line with the plugins folder (**hot reload**);
 //!   [`watcher`]: notices file changes; [`status`]: what an operator sees.
+//! - [`ops`]: operating kp: Prometheus metrics, health and readiness, `/status`, resuming halted
+//!   partitions (the `--http` listener).
 //! - [`policy`]: the operator's policy: what each plugin may read, write and know (tenancy).
 //! - [`config`]: the optional config file; [`files`]: writing files readers never see half of.
 //! - [`guest`]: tools for handler authors: `kp new` (scaffolds) and `kp componentize`.
@@ -27,6 +30,7 @@ pub mod files;
 pub mod guest;
 pub mod kafka;
 pub mod manifest;
+pub mod ops;
 pub mod policy;
 pub mod registry;
 pub mod replay;

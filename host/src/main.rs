@@ -25,6 +25,21 @@ use kp::sandbox::{Allocation, ArtifactCache, Sandbox, SandboxConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as JSON objects (one per line, with the span fields).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "KP_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -145,6 +160,10 @@ struct EngineArgs {
     /// Write the plugins' status (state, version, last error) to this JSON file on every change.
     #[arg(long)]
     status_file: Option<PathBuf>,
+    /// Serve /metrics, /healthz, /readyz, /status and POST /resume on this address, e.g.
+    /// 127.0.0.1:9464 [default: off].
+    #[arg(long, env = "KP_HTTP")]
+    http: Option<std::net::SocketAddr>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -228,6 +247,7 @@ impl EngineArgs {
             },
             watch: !self.no_watch,
             status_file: self.status_file,
+            http: self.http.or(file.http),
             sandbox: SandboxConfig {
                 cache_dir: self.cache.dir(),
                 allocation: Allocation::Pooling {
@@ -259,14 +279,16 @@ impl CacheArgs {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let lines = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => lines.json().with_current_span(true).init(),
+    }
 }
 
 fn one_shot_sandbox(cache: &CacheArgs) -> Result<Sandbox> {
@@ -279,7 +301,7 @@ fn one_shot_sandbox(cache: &CacheArgs) -> Result<Sandbox> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -52,9 +52,15 @@ pub struct PluginRegistry {
     pub status: StatusBoard,
     /// The workers that run every plugin's partitions.
     executor: Arc<crate::kafka::executor::Executor>,
+    /// What each running plugin's consumer shows an operator (readiness, partitions), readable
+    /// without the registry's lock (which a load can hold for minutes).
+    views: PluginViews,
     /// Every plugin's idle guest instances (a full pool makes room from them).
     instances: Arc<crate::kafka::instances::AllInstances>,
 }
+
+/// Each running plugin's view, by name.
+pub type PluginViews = Arc<std::sync::Mutex<BTreeMap<String, Arc<crate::kafka::PluginView>>>>;
 
 /// The module names of a plugins folder: every `NAME.wasm` entry with a valid plugin name, sorted,
 /// skipping hidden (temporary) files. An entry may turn out not to be a usable file (a folder, a
@@ -186,6 +192,7 @@ impl PluginRegistry {
             running: BTreeMap::new(),
             status,
             executor: Arc::new(executor),
+            views: PluginViews::default(),
             instances: Arc::new(crate::kafka::instances::AllInstances::new(idle_cap)),
         })
     }
@@ -294,6 +301,9 @@ impl PluginRegistry {
                 "new version ready: partitions switch at their next message"
             );
             self.running[name].versions.store(plugin.clone());
+            crate::ops::metrics::metrics().reload(name, true);
+            // Partitions this plugin halted get their chance with the new version.
+            self.running[name].consumer.resume_halted();
             self.status.set(
                 name,
                 PluginState::Running,
@@ -320,6 +330,10 @@ impl PluginRegistry {
             &self.instances,
         ) {
             Ok(consumer) => {
+                self.views
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_string(), consumer.view());
                 self.running
                     .insert(name.to_string(), RunningPlugin { consumer, versions });
                 self.status.set(
@@ -382,12 +396,14 @@ impl PluginRegistry {
             return false;
         };
         tracing::info!(plugin = name, "module removed: stopping the plugin");
+        self.forget_view(name);
         running.consumer.request_stop();
         running.consumer.join();
         true
     }
 
     fn refuse(&mut self, name: &str, why: String) {
+        crate::ops::metrics::metrics().reload(name, false);
         match self.running.get(name) {
             Some(running) => {
                 let keep = running.versions.load();
@@ -437,7 +453,38 @@ impl PluginRegistry {
     }
 
     /// Stops every plugin (drain, commit, leave), in parallel.
+    /// What the running plugins' consumers show, shared with the operator's endpoints.
+    pub fn views(&self) -> PluginViews {
+        self.views.clone()
+    }
+
+    /// The workers' liveness, for `/healthz`.
+    pub fn executor(&self) -> Arc<crate::kafka::executor::Executor> {
+        self.executor.clone()
+    }
+
+    /// Asks every running plugin (or only `plugin`) to resume its halted partitions. Returns the
+    /// plugins asked.
+    pub fn resume_halted(&self, plugin: Option<&str>) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|(name, _)| plugin.is_none_or(|p| p == name.as_str()))
+            .map(|(name, running)| {
+                running.consumer.resume_halted();
+                name.clone()
+            })
+            .collect()
+    }
+
+    fn forget_view(&self, name: &str) {
+        self.views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
     pub fn stop_all(&mut self) {
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let running = std::mem::take(&mut self.running);
         for r in running.values() {
             r.consumer.request_stop();

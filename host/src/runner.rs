@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rdkafka::producer::Producer;
 
 use crate::kafka::output::{DeliveryContext, OutputProducer};
@@ -30,6 +30,8 @@ pub struct RunConfig {
     pub watch: bool,
     /// Where to write the plugins' status as JSON after every change.
     pub status_file: Option<PathBuf>,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`, `/status` and `/resume` (off: `None`).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// How a run went, for the exit status.
@@ -47,10 +49,51 @@ pub struct RunReport {
 pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Result<RunReport> {
     config.options.kafka.validate()?;
     let drain_timeout = config.options.drain_timeout;
+    // Bound before anything starts: a port in use is a clear error at once.
+    let listener = match config.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--http {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
+    let plugins_dir = config.plugins_dir.clone();
     let host = tokio::task::spawn_blocking(move || RunningHost::start(config)).await??;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = listener.map(|listener| {
+        let ops = Arc::new(crate::ops::http::Ops {
+            plugins_dir,
+            status: host.status.clone(),
+            health: host.health.clone(),
+            views: host.views.clone(),
+            producer: host.producer.clone(),
+            executor: host.executor.clone(),
+        });
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(
+                "serving /metrics, /healthz, /readyz, /status and /resume on http://{addr}"
+            );
+        }
+        tokio::spawn(crate::ops::http::serve(listener, ops, async {
+            let _ = http_stopped.await;
+        }))
+    });
     shutdown.await;
     tracing::info!("shutting down: draining partitions (at most {drain_timeout:?})");
     let stop = tokio::task::spawn_blocking(move || host.stop());
+    let report = stop_bounded(stop, drain_timeout).await;
+    let _ = stop_http.send(());
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    report
+}
+
+async fn stop_bounded(
+    stop: tokio::task::JoinHandle<Result<RunReport>>,
+    drain_timeout: Duration,
+) -> Result<RunReport> {
     // Draining is bounded inside; this outer bound covers librdkafka's own close.
     let bound = drain_timeout + Duration::from_secs(30);
     match tokio::time::timeout(bound, stop).await {
@@ -62,6 +105,10 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
 /// What is running between start and stop.
 struct RunningHost {
     registry: Arc<Mutex<PluginRegistry>>,
+    /// What the running plugins show (for the operator's endpoints).
+    views: crate::registry::PluginViews,
+    /// The workers (for `/healthz`).
+    executor: Arc<crate::kafka::executor::Executor>,
     watcher: Option<PluginWatcher>,
     producer: Arc<OutputProducer>,
     health: Arc<Health>,
@@ -101,6 +148,8 @@ impl RunningHost {
                 }
             );
         }
+        let views = registry.views();
+        let executor = registry.executor();
         let registry = Arc::new(Mutex::new(registry));
         let watcher = if config.watch {
             Some(PluginWatcher::start(&config.plugins_dir, registry.clone())?)
@@ -109,6 +158,8 @@ impl RunningHost {
         };
         Ok(RunningHost {
             registry,
+            views,
+            executor,
             watcher,
             producer,
             health,

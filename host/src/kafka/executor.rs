@@ -79,6 +79,12 @@ pub trait Task: Send {
     /// The turn panicked (a bug, or a record that trips a library): the task must report it
     /// loudly; it is then dropped.
     fn panicked(&mut self, why: String);
+
+    /// The longest a turn of this task may take when nothing is wrong (`/healthz` says a worker
+    /// is stuck past it).
+    fn turn_bound(&self) -> Duration {
+        Duration::from_secs(60)
+    }
 }
 
 // A task cell's schedule state.
@@ -213,6 +219,11 @@ struct Shared {
     stopping: AtomicBool,
     /// Times a worker took a task that was not in the SCHEDULED state (a bug: checked by tests).
     anomalies: AtomicU64,
+    /// Per worker: when its current turn must be over, in milliseconds since `epoch` (0 between
+    /// turns).
+    turn_deadlines: Vec<AtomicU64>,
+    /// The time `turn_deadlines` count from.
+    epoch: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -266,7 +277,7 @@ impl Shared {
         }
     }
 
-    fn worker_loop(self: &Arc<Self>) {
+    fn worker_loop(self: &Arc<Self>, worker: usize) {
         while let Some(cell) = self.take() {
             if cell.state.swap(RUNNING, Ordering::AcqRel) != SCHEDULED {
                 self.anomalies.fetch_add(1, Ordering::Relaxed);
@@ -279,7 +290,12 @@ impl Shared {
                 let turn = match slot.as_mut() {
                     None => Turn::Done,
                     Some(task) => {
-                        match std::panic::catch_unwind(AssertUnwindSafe(|| task.turn(first))) {
+                        let bound = self.epoch.elapsed() + task.turn_bound();
+                        self.turn_deadlines[worker]
+                            .store(bound.as_millis().max(1) as u64, Ordering::Relaxed);
+                        let turn = std::panic::catch_unwind(AssertUnwindSafe(|| task.turn(first)));
+                        self.turn_deadlines[worker].store(0, Ordering::Relaxed);
+                        match turn {
                             Ok(turn) => turn,
                             Err(panic) => {
                                 let why = panic
@@ -391,6 +407,8 @@ impl Executor {
             timer_seq: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             anomalies: AtomicU64::new(0),
+            turn_deadlines: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
         });
         let mut executor = Executor {
             shared: shared.clone(),
@@ -401,7 +419,7 @@ impl Executor {
             let shared = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("kp-worker-{i}"))
-                .spawn(move || shared.worker_loop())
+                .spawn(move || shared.worker_loop(i))
                 .context("starting a worker thread")?;
             executor.threads.push(thread);
         }
@@ -416,6 +434,20 @@ impl Executor {
     /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// A worker whose turn has run past its bound, and by how much (`/healthz`).
+    pub fn stuck_worker(&self) -> Option<(usize, Duration)> {
+        let now = self.shared.epoch.elapsed().as_millis() as u64;
+        self.shared
+            .turn_deadlines
+            .iter()
+            .enumerate()
+            .find_map(|(i, deadline)| {
+                let deadline = deadline.load(Ordering::Relaxed);
+                (deadline != 0 && now > deadline)
+                    .then(|| (i, Duration::from_millis(now - deadline)))
+            })
     }
 
     /// Schedules a task's first turn.

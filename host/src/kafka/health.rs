@@ -45,15 +45,39 @@ impl Health {
             partition = halt.partition,
             offset = halt.offset,
             "PARTITION HALTED: message not handled and NOT committed: {}. The partition stays \
-             stopped at this offset (later messages are not handled) until kp restarts; nothing \
-             past it is committed.",
+             stopped at this offset (later messages are not handled) until a new version of the \
+             plugin is published, an operator resumes it (POST /resume on --http), or kp \
+             restarts; nothing past it is committed.",
             halt.reason
         );
+        crate::ops::metrics::metrics()
+            .plugin(&halt.plugin)
+            .halted
+            .inc();
         let halts = {
             let mut halts = self.halts.lock().unwrap_or_else(|e| e.into_inner());
             halts.push(halt);
             halts.clone()
         };
+        if let Some(status) = &self.status {
+            status.set_halts(halts);
+        }
+    }
+
+    /// A halted partition runs again (from its halted message): it leaves the list.
+    pub fn resumed(&self, plugin: &str, topic: &str, partition: i32) {
+        let (halts, found) = {
+            let mut halts = self.halts.lock().unwrap_or_else(|e| e.into_inner());
+            let before = halts.len();
+            halts.retain(|h| !(h.plugin == plugin && h.topic == topic && h.partition == partition));
+            let found = before - halts.len();
+            (halts.clone(), found)
+        };
+        if found > 0 {
+            let metrics = crate::ops::metrics::metrics().plugin(plugin);
+            metrics.halted.dec();
+            metrics.resumed.inc();
+        }
         if let Some(status) = &self.status {
             status.set_halts(halts);
         }

@@ -253,6 +253,10 @@ impl PluginInstances {
                         && !plugin.share_used_up()
                         && self.all.upgrade().is_some_and(|all| all.evict()) => {}
                 Ok(instance) => {
+                    crate::ops::metrics::metrics()
+                        .plugin(plugin.name())
+                        .instances_started
+                        .inc();
                     tracing::debug!(
                         plugin = %plugin.name(), version = %plugin.version(),
                         "guest instance started"

@@ -29,7 +29,7 @@ use std::time::Duration;
 use rdkafka::config::RDKafkaLogLevel;
 
 pub use health::{Halt, Health};
-pub use plugin_consumer::PluginConsumer;
+pub use plugin_consumer::{PartitionStatus, PluginConsumer, PluginView};
 pub use settings::{GroupProtocol, KafkaSettings};
 
 /// When offsets are committed.

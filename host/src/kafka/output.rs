@@ -51,15 +51,25 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<AckToken>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Box<AckToken>) {
+        let metrics = &token.progress.metrics;
         match result {
-            Ok(_) => token.progress.acked(token.offset, Ok(())),
+            Ok(_) => {
+                if !token.dead_letter {
+                    metrics.outputs.inc();
+                }
+                token.progress.acked(token.offset, Ok(()))
+            }
             Err((error, record)) if !token.dead_letter && refused_for_good(error) => {
+                metrics.delivery_errors.inc();
                 token.progress.refused(
                     token.offset,
                     format!("the output to {:?} was refused: {error}", record.topic()),
                 )
             }
-            Err((error, _)) => token.progress.acked(token.offset, Err(error.to_string())),
+            Err((error, _)) => {
+                metrics.delivery_errors.inc();
+                token.progress.acked(token.offset, Err(error.to_string()))
+            }
         }
     }
 }

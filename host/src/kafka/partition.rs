@@ -208,6 +208,13 @@ impl<C: ConsumerContext + 'static> Task for PartitionTask<C> {
         turn
     }
 
+    /// Up to [`TURN_TIME`] of messages, then one call, plus an instance start (its `init`), each
+    /// cut at the plugin's deadline; strict mode's commit wait on top.
+    fn turn_bound(&self) -> Duration {
+        let timeout = self.versions.load().manifest.limits.timeout;
+        TURN_TIME + timeout * 3 + Duration::from_secs(60)
+    }
+
     fn panicked(&mut self, why: String) {
         // A panic (a bug, or a record that trips a library) must not leave a partition that
         // silently stops: it halts the partition, loudly.
@@ -313,6 +320,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
         if let Some(bad) = bad_header {
             // Not for the handler: straight to the failure policy.
             let failure = HandlerFailure::BadMessage(bad.to_string());
+            self.progress.metrics.failure(failure.kind());
             let plugin = self.versions.load_full();
             return self.go_on(self.give_up(&plugin, &message, &failure, 1, Registered::No));
         }
@@ -336,6 +344,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
                 Err(CheckoutError::Failed(failure)) => {
                     // The instance does not start: the message's failure, as when a replacement
                     // after a trap does not start.
+                    self.progress.metrics.failure(failure.kind());
                     return self.go_on(self.give_up(
                         &wanted,
                         &message,
@@ -347,13 +356,22 @@ impl<C: ConsumerContext> PartitionTask<C> {
             },
         };
         self.note_version(instance.plugin(), offset);
-        let failure = match instance.handle(&message) {
+        let metrics = &self.progress.metrics;
+        let called = Instant::now();
+        let result = instance.handle(&message);
+        metrics.duration.observe(called.elapsed().as_secs_f64());
+        let failure = match result {
             Ok(outputs) => {
+                metrics.handled.inc();
+                if attempt > 1 {
+                    self.progress.retrying.store(0, Ordering::Relaxed);
+                }
                 let plugin = instance.plugin().clone();
                 return self.go_on(self.finish(&plugin, message, outputs, attempt));
             }
             Err(failure) => failure,
         };
+        metrics.failure(failure.kind());
         // The policy is read only on failure: nothing is cloned on the message path.
         let plugin = instance.plugin().clone();
         if failure.kind() == FailureKind::Unavailable {
@@ -370,6 +388,8 @@ impl<C: ConsumerContext> PartitionTask<C> {
             offset, attempt, pause_ms = pause.as_millis() as u64, "{failure}; retrying after a pause"
         );
         let at = Instant::now() + pause;
+        self.progress.metrics.retries.inc();
+        self.progress.retrying.store(attempt + 1, Ordering::Relaxed);
         self.pending = Some(Pending {
             record: Record {
                 message,
@@ -614,6 +634,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
     ) -> bool {
         let offset = message.offset;
         let policy = &plugin.manifest.on_failure;
+        self.progress.retrying.store(0, Ordering::Relaxed);
         // The message is finished once `extra` more records (a dead-letter record) are acknowledged.
         let settle = |extra: u32| match registered {
             Registered::No => self.progress.handled(offset, extra),
@@ -626,6 +647,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
                     offset, attempts, kind = %failure.kind(), dead_letter_topic = %topic, "{failure}; sent to the dead-letter topic"
                 );
                 // Committed only once the dead-letter record is acknowledged, like any output.
+                self.progress.metrics.dead_lettered.inc();
                 settle(1);
                 let record = dead_letter(plugin, message, failure, attempts);
                 if !self.send(topic, &record, offset, Sent::DeadLetter) {
@@ -639,6 +661,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
                     offset, attempts, kind = %failure.kind(), "{failure}; SKIPPED (policy skip): the message is dropped"
                 );
                 self.progress.skipped();
+                self.progress.metrics.skipped.inc();
                 settle(0);
                 self.shared.mode != CommitMode::Strict || self.commit_now(offset)
             }

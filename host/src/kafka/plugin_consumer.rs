@@ -17,9 +17,13 @@
 //!
 //! Shutdown drains every partition the same way, stops the committer, and closes the consumer,
 //! which leaves the group. A halted partition (its task stopped on a failed message) is paused
-//! so librdkafka stops fetching it.
+//! so librdkafka stops fetching it; it is resumed from the halted message when a new version of
+//! the plugin is published or an operator asks ([`PluginConsumer::resume_halted`]).
+//!
+//! What an operator sees of the consumer (joined, partitions, positions and lag from
+//! librdkafka's statistics) is kept in its [`PluginView`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -45,6 +49,89 @@ use crate::sandbox::LoadedPlugin;
 
 type PartitionKey = (Arc<str>, i32);
 
+/// What a plugin's consumer shows an operator. Written by the consumer thread (and librdkafka's
+/// statistics callback), read by the operator's endpoints.
+#[derive(Default)]
+pub struct PluginView {
+    /// Set at the first assignment (an empty one included): the consumer is in its group.
+    pub joined: AtomicBool,
+    /// Set to make the consumer thread resume its halted partitions.
+    resume: AtomicBool,
+    /// Assigned partitions. Only the polling thread changes it.
+    partitions: Mutex<HashMap<PartitionKey, PartitionSlot>>,
+    /// Committed offset and lag per assigned partition (librdkafka's statistics; -1: unknown).
+    positions: Mutex<HashMap<PartitionKey, (i64, i64)>>,
+}
+
+/// One assigned partition, as `/status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// `running`, `backing-off` (a message waits for its retry) or `halted`.
+    pub state: &'static str,
+    /// Where it halted, or the offset read last.
+    pub offset: Option<i64>,
+    /// Why it halted.
+    pub reason: Option<String>,
+    /// The attempt the waiting message is at, when backing off.
+    pub attempt: Option<u32>,
+    pub committed: Option<i64>,
+    pub lag: Option<i64>,
+}
+
+impl PluginView {
+    fn lock_partitions(&self) -> MutexGuard<'_, HashMap<PartitionKey, PartitionSlot>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_positions(&self) -> MutexGuard<'_, HashMap<PartitionKey, (i64, i64)>> {
+        self.positions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The assigned partitions, sorted. Halt reasons come from `halts`.
+    /// Asks the consumer thread to resume the plugin's halted partitions.
+    pub fn request_resume(&self) {
+        self.resume.store(true, Ordering::Release);
+    }
+
+    pub fn partitions(&self, halts: &[super::Halt]) -> Vec<PartitionStatus> {
+        let positions = self.lock_positions().clone();
+        let mut out: Vec<PartitionStatus> = self
+            .lock_partitions()
+            .iter()
+            .map(|(key, slot)| {
+                let progress = &slot.task.progress;
+                let failed = progress.failed_at();
+                let attempt = progress.retrying.load(Ordering::Relaxed);
+                let (committed, lag) = positions.get(key).copied().unwrap_or((-1, -1));
+                let reason = failed.and_then(|_| {
+                    halts
+                        .iter()
+                        .find(|h| *h.topic == *key.0 && h.partition == key.1)
+                        .map(|h| h.reason.clone())
+                });
+                PartitionStatus {
+                    topic: key.0.to_string(),
+                    partition: key.1,
+                    state: match (failed, attempt) {
+                        (Some(_), _) => "halted",
+                        (None, 0) => "running",
+                        (None, _) => "backing-off",
+                    },
+                    offset: failed.or_else(|| Some(progress.reading()).filter(|o| *o >= 0)),
+                    reason,
+                    attempt: (attempt > 0).then_some(attempt),
+                    committed: (committed >= 0).then_some(committed),
+                    lag: (lag >= 0).then_some(lag),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
+    }
+}
+
 /// One assigned partition as the consumer sees it.
 struct PartitionSlot {
     task: PartitionHandle,
@@ -68,8 +155,8 @@ pub struct PluginContext {
     /// The consumer itself, to split partition queues off in the rebalance callback (weak: the
     /// consumer owns this context).
     consumer: OnceLock<Weak<BaseConsumer<PluginContext>>>,
-    /// Assigned partitions. Only the polling thread touches it; the mutex satisfies `Sync`.
-    partitions: Mutex<HashMap<PartitionKey, PartitionSlot>>,
+    /// Its assigned partitions and what an operator sees of them.
+    view: Arc<PluginView>,
 }
 
 impl ClientContext for PluginContext {
@@ -79,6 +166,27 @@ impl ClientContext for PluginContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::error!(plugin = %self.name, "librdkafka: {error}: {reason}");
+    }
+
+    /// Every `statistics.interval.ms`: each assigned partition's committed offset and lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let assigned: HashSet<PartitionKey> = self.table().keys().cloned().collect();
+        let metrics = crate::ops::metrics::metrics();
+        let mut positions = self.view.lock_positions();
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                let key: PartitionKey = (Arc::from(topic.as_str()), partition);
+                if partition < 0 || !assigned.contains(&key) {
+                    continue;
+                }
+                positions.insert(key, (p.committed_offset, p.consumer_lag));
+                metrics.partition_position(
+                    &crate::ops::metrics::PartitionLabels::new(&self.name, topic, partition),
+                    p.committed_offset,
+                    p.consumer_lag,
+                );
+            }
+        }
     }
 }
 
@@ -92,6 +200,7 @@ impl ConsumerContext for PluginContext {
             }
             // Before librdkafka starts fetching: split each partition's queue off to its task.
             Rebalance::Assign(tpl) => {
+                self.view.joined.store(true, Ordering::Release);
                 let keys = keys_of(tpl);
                 tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions assigned");
                 for key in keys {
@@ -132,7 +241,65 @@ fn single(key: &PartitionKey) -> TopicPartitionList {
 
 impl PluginContext {
     fn table(&self) -> MutexGuard<'_, HashMap<PartitionKey, PartitionSlot>> {
-        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+        self.view.lock_partitions()
+    }
+
+    /// Starts the halted partitions again from their halted message, with the version published
+    /// now. One whose earlier messages still wait for acknowledgements is left for the next round.
+    fn resume_halted(&self, consumer: &BaseConsumer<Self>) {
+        if !self.view.resume.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let halted: Vec<(PartitionKey, i64)> = self
+            .table()
+            .iter()
+            .filter(|(_, slot)| slot.halted)
+            .filter_map(|(key, slot)| Some((key.clone(), slot.task.progress.failed_at()?)))
+            .collect();
+        let mut later = false;
+        for (key, offset) in halted {
+            let settled = self
+                .table()
+                .get(&key)
+                .is_some_and(|slot| slot.task.progress.settled_up_to_failure());
+            if !settled {
+                later = true;
+                continue;
+            }
+            // What the halted tracker finished is committed before a new one takes over.
+            if let Err(e) = self.shared.commits.flush(Duration::from_secs(10)) {
+                tracing::warn!(plugin = %self.name, "commit before resuming failed: {e:#}");
+                later = true;
+                continue;
+            }
+            if let Err(e) = consumer.seek(
+                &key.0,
+                key.1,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(plugin = %self.name, topic = %key.0, partition = key.1, "cannot resume the halted partition (seek failed): {e}");
+                later = true;
+                continue;
+            }
+            if let Some(old) = self.table().remove(&key) {
+                old.task.progress.detach();
+                self.shared.commits.forget(key.0.clone(), key.1);
+            }
+            self.assign(key.clone());
+            if let Err(e) = consumer.resume(&single(&key)) {
+                tracing::warn!(plugin = %self.name, topic = %key.0, partition = key.1, "resuming the halted partition failed: {e}");
+            }
+            self.health.resumed(&self.name, &key.0, key.1);
+            tracing::warn!(
+                plugin = %self.name, topic = %key.0, partition = key.1, offset,
+                version = %self.versions.load().version(),
+                "halted partition resumed at its halted message"
+            );
+        }
+        if later {
+            self.view.resume.store(true, Ordering::Release);
+        }
     }
 
     fn assign(&self, key: PartitionKey) {
@@ -263,6 +430,15 @@ impl PluginContext {
             }
             drained.push((key, progress));
         }
+        {
+            let mut positions = self.view.lock_positions();
+            for (key, _) in &drained {
+                positions.remove(key);
+                crate::ops::metrics::metrics().forget_partition(
+                    &crate::ops::metrics::PartitionLabels::new(&self.name, &key.0, key.1),
+                );
+            }
+        }
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
@@ -287,6 +463,8 @@ impl PluginContext {
 
 /// A running plugin consumer.
 pub struct PluginConsumer {
+    /// What it shows an operator.
+    view: Arc<PluginView>,
     /// Tells the polling thread to drain and leave.
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -321,8 +499,9 @@ impl PluginConsumer {
             health,
             options: options.clone(),
             consumer: OnceLock::new(),
-            partitions: Mutex::new(HashMap::new()),
+            view: Arc::default(),
         };
+        let view = context.view.clone();
         let config = options
             .kafka
             .consumer_config(&name, &manifest.group_id, options.queue_depth);
@@ -348,9 +527,21 @@ impl PluginConsumer {
             .context("starting the consumer thread")?;
         tracing::info!(plugin = %name, version = %first.version(), group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
         Ok(PluginConsumer {
+            view,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// What it shows an operator.
+    pub fn view(&self) -> Arc<PluginView> {
+        self.view.clone()
+    }
+
+    /// Asks the consumer thread to resume the plugin's halted partitions from their halted
+    /// message (after a new version is published, or when an operator asks).
+    pub fn resume_halted(&self) {
+        self.view.request_resume();
     }
 
     /// Asks the consumer to drain and leave its group.
@@ -444,6 +635,7 @@ fn poll_loop(
             None => {}
         }
         consumer.context().pause_halted(&consumer);
+        consumer.context().resume_halted(&consumer);
     }
     // Shutdown: drain everything we own, commit, stop the committer, then close (leave the group).
     let context = consumer.context();

@@ -111,6 +111,11 @@ pub struct PartitionProgress {
     /// The offset of the record the worker read last (-1 before the first): where a worker
     /// that dies halts the partition.
     reading: AtomicI64,
+    /// The attempt a message waiting for a retry is at (0: none waits): the partition is
+    /// backing off.
+    pub retrying: std::sync::atomic::AtomicU32,
+    /// The plugin's metric handles.
+    pub metrics: crate::ops::metrics::PluginMetrics,
 }
 
 impl PartitionProgress {
@@ -127,6 +132,8 @@ impl PartitionProgress {
             first: AtomicI64::new(i64::MIN),
             handled_up_to: AtomicI64::new(i64::MIN),
             reading: AtomicI64::new(-1),
+            retrying: Default::default(),
+            metrics: crate::ops::metrics::metrics().plugin(&plugin),
             state: Mutex::new(State {
                 in_flight: VecDeque::new(),
                 committable: None,
@@ -416,6 +423,15 @@ impl PartitionProgress {
     }
 
     /// Stops sending progress to the committer (the partition is revoked or stopped).
+    /// True when the partition halted and every message before the halted one is finished: it
+    /// can start again from the halted message without leaving one of them unacknowledged.
+    pub fn settled_up_to_failure(&self) -> bool {
+        let state = self.lock();
+        state
+            .failed_at
+            .is_some_and(|at| state.in_flight.iter().all(|e| e.offset >= at))
+    }
+
     pub fn detach(&self) {
         self.lock().detached = true;
     }
