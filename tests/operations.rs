@@ -346,3 +346,203 @@ fn a_halted_partition_resumes_with_a_new_version_and_when_an_operator_asks() {
     let (status, logs) = kp.stop();
     assert!(status.success(), "{logs}");
 }
+
+/// Receives OTLP/HTTP JSON posts (a stand-in for an OpenTelemetry collector, which no registry
+/// here has: it answers 200 and keeps the bodies).
+struct OtlpReceiver {
+    addr: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl OtlpReceiver {
+    fn start() -> OtlpReceiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let kept = kept.clone();
+                std::thread::spawn(move || serve_otlp(stream, &kept));
+            }
+        });
+        OtlpReceiver { addr, bodies }
+    }
+
+    /// Every span received so far.
+    fn spans(&self) -> Vec<serde_json::Value> {
+        let bodies = self.bodies.lock().unwrap().clone();
+        let mut spans = Vec::new();
+        for body in bodies {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            for rs in json["resourceSpans"].as_array().into_iter().flatten() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    spans.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+                }
+            }
+        }
+        spans
+    }
+}
+
+fn serve_otlp(stream: TcpStream, kept: &std::sync::Mutex<Vec<String>>) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        // The request line and headers.
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = trimmed.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        kept.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
+        let reply = "{}";
+        let _ = write!(
+            writer,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+    }
+}
+
+fn attribute<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}
+
+#[test]
+fn a_traced_record_is_handled_in_its_trace_and_its_outputs_carry_it_on() {
+    let (input, output, group) = (unique("tr-in"), unique("tr-out"), unique("tr"));
+    let dead = unique("tr-dlq");
+    for t in [&input, &output, &dead] {
+        create_topic(t, 1);
+    }
+    let plugins = PluginDir::new();
+    plugins.add(
+        "chaos",
+        "traced",
+        &manifest(
+            &input,
+            &output,
+            &group,
+            &format!("[on-failure]\npolicy = \"dead-letter\"\ndead-letter-topic = \"{dead}\"\n"),
+        ),
+    );
+    let receiver = OtlpReceiver::start();
+    let endpoint = format!("http://{}", receiver.addr);
+    let kp = Kp::run_with_env(
+        plugins.path(),
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace}-{parent}-01");
+    produce(
+        &input,
+        &[
+            Rec::kv("pass", "traced").header("traceparent", traceparent.clone()),
+            Rec::kv("pass", "untraced"),
+            Rec::kv("bad", "traced-bad").header("traceparent", traceparent.clone()),
+        ],
+    );
+    let outputs = read_all(&output, 2, Duration::from_secs(60));
+    let dead_letters = read_all(&dead, 1, Duration::from_secs(60));
+    let tp = |r: &Read| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n == "traceparent")
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+            .collect()
+    };
+    let traced = outputs
+        .iter()
+        .find(|r| r.value.as_deref() == Some(b"traced".as_slice()))
+        .unwrap();
+    let untraced = outputs
+        .iter()
+        .find(|r| r.value.as_deref() == Some(b"untraced".as_slice()))
+        .unwrap();
+    assert!(tp(untraced).is_empty(), "no trace, no header");
+    let out_tp = tp(traced);
+    assert_eq!(out_tp.len(), 1, "one traceparent, kp's: {out_tp:?}");
+    let out_parts: Vec<&str> = out_tp[0].split('-').collect();
+    assert_eq!(out_parts[1], trace, "the output is in the record's trace");
+    assert_ne!(out_parts[2], parent, "with a span of its own");
+    let dl_tp = tp(&dead_letters[0]);
+    assert_eq!(dl_tp.len(), 1, "{dl_tp:?}");
+    assert!(
+        dl_tp[0].contains(trace) && !dl_tp[0].contains(parent),
+        "{dl_tp:?}"
+    );
+
+    // The spans reach the receiver: the handling, child of the record's span; the output's
+    // producer span, child of the handling.
+    let logs = || kp.logs();
+    wait_until(
+        Duration::from_secs(30),
+        "the spans at the receiver",
+        || {
+            receiver
+                .spans()
+                .iter()
+                .filter(|s| s["name"] == "kp produce")
+                .count()
+                >= 2
+        },
+        logs,
+    );
+    let spans = receiver.spans();
+    let handles: Vec<&serde_json::Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "kp handle" && s["traceId"] == trace)
+        .collect();
+    assert_eq!(handles.len(), 2, "{spans:#?}");
+    for h in &handles {
+        assert_eq!(h["parentSpanId"], parent);
+        assert_eq!(attribute(h, "kp.plugin").unwrap()["stringValue"], "traced");
+    }
+    let ok = handles
+        .iter()
+        .find(|h| attribute(h, "kp.outcome").unwrap()["stringValue"] == "ok")
+        .expect("the handling that succeeded");
+    let produce_span = spans
+        .iter()
+        .find(|s| s["name"] == "kp produce" && s["spanId"] == out_parts[2])
+        .expect("the output's producer span");
+    assert_eq!(produce_span["parentSpanId"], ok["spanId"]);
+    let failed = handles
+        .iter()
+        .find(|h| attribute(h, "kp.outcome").unwrap()["stringValue"] == "bad-message")
+        .expect("the handling that failed");
+    assert_eq!(failed["status"]["code"], 2, "an error status: {failed}");
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+}

@@ -212,10 +212,17 @@ fn measure(mut child: Child, group: &str, input: &str, partitions: i32, n: usize
     }
 }
 
-fn kp_round(plugins: &Path, input: &str, partitions: i32, n: usize) -> Measured {
+fn kp_round(
+    plugins: &Path,
+    input: &str,
+    partitions: i32,
+    n: usize,
+    made: &mut Vec<String>,
+) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let group = unique("scale-kp");
     let output = unique("scale-kp-out");
+    made.push(output.clone());
     create_topics(&[&output], partitions);
     std::fs::copy(
         plugins.join("passthrough.wasm"),
@@ -244,9 +251,10 @@ fn kp_round(plugins: &Path, input: &str, partitions: i32, n: usize) -> Measured 
     measure(child, &group, input, partitions, n)
 }
 
-fn loop_round(input: &str, partitions: i32, n: usize) -> Measured {
+fn loop_round(input: &str, partitions: i32, n: usize, made: &mut Vec<String>) -> Measured {
     let group = unique("scale-loop");
     let output = unique("scale-loop-out");
+    made.push(output.clone());
     create_topics(&[&output], partitions);
     let child = Command::new(std::env::current_exe().unwrap())
         .env("KP_SCALE_LOOP", format!("{input} {output} {group}"))
@@ -300,12 +308,13 @@ fn main() {
     );
     for partitions in counts {
         let input = unique(&format!("scale-in-{partitions}"));
+        let mut made = vec![input.clone()];
         create_topics(&[&input], partitions);
         produce(&input, n);
         let (mut kp, mut plain) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            kp.push(kp_round(&plugins, &input, partitions, n));
-            plain.push(loop_round(&input, partitions, n));
+            kp.push(kp_round(&plugins, &input, partitions, n, &mut made));
+            plain.push(loop_round(&input, partitions, n, &mut made));
         }
         let row = |who: &str, m: &[Measured], base: Option<(f64, f64)>| {
             let rate = median(m.iter().map(|x| x.rate).collect());
@@ -327,5 +336,21 @@ fn main() {
         };
         let base = row("loop", &plain, None);
         row("kp", &kp, Some(base));
+        // Thousands of partitions left behind would slow the single broker down for the rest.
+        delete_topics(&std::mem::take(&mut made));
+    }
+}
+
+fn delete_topics(names: &[String]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    if let Err(e) = rt.block_on(admin.delete_topics(&names, &AdminOptions::new())) {
+        eprintln!("deleting the bench's topics: {e}");
     }
 }

@@ -59,6 +59,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         None => None,
     };
     let plugins_dir = config.plugins_dir.clone();
+    crate::ops::trace::init();
     let host = tokio::task::spawn_blocking(move || RunningHost::start(config)).await??;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = listener.map(|listener| {
@@ -87,6 +88,9 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
     if let Some(server) = server {
         let _ = server.await;
     }
+    tokio::task::spawn_blocking(crate::ops::trace::flush)
+        .await
+        .ok();
     report
 }
 

@@ -357,20 +357,33 @@ impl<C: ConsumerContext> PartitionTask<C> {
         };
         self.note_version(instance.plugin(), offset);
         let metrics = &self.progress.metrics;
+        // Only a record that carries a trace gets a span (one scan of its header names).
+        let span = if message.headers.is_empty() {
+            None
+        } else {
+            crate::ops::trace::handle_span(&message, instance.plugin(), attempt)
+        };
         let called = Instant::now();
         let result = instance.handle(&message);
         metrics.duration.observe(called.elapsed().as_secs_f64());
         let failure = match result {
-            Ok(outputs) => {
+            Ok(mut outputs) => {
                 metrics.handled.inc();
                 if attempt > 1 {
                     self.progress.retrying.store(0, Ordering::Relaxed);
                 }
                 let plugin = instance.plugin().clone();
+                if let Some(span) = span {
+                    span.mark_outputs(&mut outputs, plugin.manifest.output_topic.as_deref());
+                    span.end("ok");
+                }
                 return self.go_on(self.finish(&plugin, message, outputs, attempt));
             }
             Err(failure) => failure,
         };
+        if let Some(span) = span {
+            span.end(&failure.kind().to_string());
+        }
         metrics.failure(failure.kind());
         // The policy is read only on failure: nothing is cloned on the message path.
         let plugin = instance.plugin().clone();
@@ -649,7 +662,8 @@ impl<C: ConsumerContext> PartitionTask<C> {
                 // Committed only once the dead-letter record is acknowledged, like any output.
                 self.progress.metrics.dead_lettered.inc();
                 settle(1);
-                let record = dead_letter(plugin, message, failure, attempts);
+                let mut record = dead_letter(plugin, message, failure, attempts);
+                crate::ops::trace::mark_dead_letter(&mut record, topic);
                 if !self.send(topic, &record, offset, Sent::DeadLetter) {
                     return false;
                 }

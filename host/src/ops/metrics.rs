@@ -79,7 +79,7 @@ pub struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     /// Records the producer holds that the broker has not acknowledged, set at each scrape.
     pub producer_queue: Gauge,
-    process_cpu: Gauge<f64, AtomicU64>,
+    process_cpu: Counter<f64, AtomicU64>,
     process_rss: Gauge,
     process_threads: Gauge,
 }
@@ -191,7 +191,7 @@ impl Metrics {
             ("librdkafka", rdkafka::util::get_rdkafka_version().1),
         ]);
         registry.register("build", "kp's version and its engines'", build);
-        let process_cpu = Gauge::default();
+        let process_cpu = Counter::<f64, AtomicU64>::default();
         root.register_with_unit(
             "process_cpu",
             "User and system CPU time",
@@ -301,7 +301,11 @@ impl Metrics {
     /// The metrics as OpenMetrics text, with the process figures read now.
     pub fn encode(&self) -> String {
         if let Some(process) = crate::ops::proc_self() {
-            self.process_cpu.set(process.cpu_seconds);
+            // A counter: it moves by what the process used since the last scrape.
+            let more = process.cpu_seconds - self.process_cpu.get();
+            if more > 0.0 {
+                self.process_cpu.inc_by(more);
+            }
             self.process_rss.set(process.rss_bytes as i64);
             self.process_threads.set(process.threads as i64);
         }
@@ -365,5 +369,52 @@ mod tests {
         assert!(text.contains("process_threads "), "{text}");
         m.forget_partition(&labels);
         assert!(!m.encode().contains("topic=\"t\",partition=\"3\""));
+    }
+
+    /// Every metric the Grafana dashboard in `ops/` queries is one kp exports.
+    #[test]
+    fn the_dashboard_queries_only_metrics_kp_exports() {
+        let dashboard = include_str!("../../../ops/grafana-dashboard.json");
+        let m = metrics();
+        let p = m.plugin("dashboard-test");
+        for counter in [
+            &p.handled,
+            &p.outputs,
+            &p.retries,
+            &p.dead_lettered,
+            &p.skipped,
+            &p.resumed,
+            &p.instances_started,
+            &p.delivery_errors,
+        ] {
+            counter.inc();
+        }
+        p.duration.observe(0.001);
+        p.failure("trap");
+        m.reload("dashboard-test", false);
+        m.partition_position(&PartitionLabels::new("dashboard-test", "t", 0), 1, 1);
+        let text = m.encode();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let json: serde_json::Value = serde_json::from_str(dashboard).expect("valid JSON");
+        let mut queried = 0;
+        for panel in json["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("kp_") || word.starts_with("process_") {
+                        queried += 1;
+                        assert!(
+                            exported.contains(word),
+                            "the dashboard queries {word}, which kp does not export:\n{text}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(queried >= 15, "{queried}");
     }
 }

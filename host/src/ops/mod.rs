@@ -3,9 +3,11 @@
 //! - [`metrics`]: the Prometheus metrics (one registry per process).
 //! - [`http`]: the HTTP listener (`--http`): `/metrics`, `/healthz`, `/readyz`, `/status`, and
 //!   `POST /resume` for halted partitions.
+//! - [`trace`]: W3C trace context through kp, spans exported through OTLP when configured.
 
 pub mod http;
 pub mod metrics;
+pub mod trace;
 
 /// What `/proc/self` says about kp.
 pub struct ProcSelf {
