@@ -546,3 +546,36 @@ fn a_traced_record_is_handled_in_its_trace_and_its_outputs_carry_it_on() {
     let (status, logs) = kp.stop();
     assert!(status.success(), "{logs}");
 }
+
+/// `--log-format json`: one JSON object per line; a guest's stdout line names its plugin, topic,
+/// partition (the partition's span) and the offset it was handling.
+#[test]
+fn json_logs_name_the_partition_and_offset_of_a_guest_line() {
+    let (input, output, group) = (unique("log-in"), unique("log-out"), unique("log"));
+    create_topic(&input, 2);
+    create_topic(&output, 1);
+    let plugins = PluginDir::new();
+    plugins.add("chaos", "talk", &manifest(&input, &output, &group, ""));
+    let mut kp = Kp::run(plugins.path(), &["--log-format", "json"]);
+    produce(
+        &input,
+        &[Rec::kv("pass", "a").on(1), Rec::kv("stdio", "b").on(1)],
+    );
+    kp.wait_for_log("chaos: to stdout", Duration::from_secs(60));
+    let (status, logs) = kp.stop();
+    assert!(status.success(), "{logs}");
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let line = logs
+        .lines()
+        .find(|l| l.contains("chaos: to stdout"))
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(json["fields"]["stream"], "stdout", "{json}");
+    assert_eq!(json["fields"]["offset"], 1, "{json}");
+    assert_eq!(json["span"]["plugin"], "talk", "{json}");
+    assert_eq!(json["span"]["topic"], input.as_str(), "{json}");
+    assert_eq!(json["span"]["partition"], 1, "{json}");
+}

@@ -180,7 +180,7 @@ fn ten_swaps_under_a_continuous_stream_hand_each_message_to_exactly_one_version(
         let switched = logs
             .lines()
             .filter(|l| {
-                l.contains("partition switched version") && l.contains(&format!("partition={p} "))
+                l.contains("partition switched version") && l.contains(&format!("partition={p}}}"))
             })
             .count();
         assert!(

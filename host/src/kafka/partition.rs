@@ -154,6 +154,9 @@ pub struct PartitionTask<C: ConsumerContext> {
     /// The version that handled this partition's last message (weak: it must not keep an
     /// unloaded version alive), so a switch is said once per partition.
     last_version: Option<(Weak<LoadedPlugin>, String)>,
+    /// `partition{plugin, topic, partition}`, entered for each turn: every log line of the
+    /// turn (the guest's own included) names the partition without repeating its fields.
+    span: tracing::Span,
     /// Held (never sent on) so `exited` disconnects when this task is gone.
     _alive: Sender<()>,
 }
@@ -171,7 +174,14 @@ pub fn spawn<C: ConsumerContext + 'static>(
 ) -> PartitionHandle {
     let (alive, exited) = crossbeam_channel::bounded(0);
     let stop = Arc::new(AtomicBool::new(false));
+    let span = tracing::info_span!(
+        "partition",
+        plugin = %progress.plugin,
+        topic = %progress.topic,
+        partition = progress.partition
+    );
     let task = executor.spawn(Box::new(PartitionTask {
+        span,
         versions,
         instances,
         queue,
@@ -194,6 +204,8 @@ pub fn spawn<C: ConsumerContext + 'static>(
 
 impl<C: ConsumerContext + 'static> Task for PartitionTask<C> {
     fn turn(&mut self, first: Option<Waker>) -> Turn {
+        let span = self.span.clone();
+        let _in_partition = span.enter();
         if let Some(waker) = first {
             // librdkafka calls this (on its own thread, under the queue's lock) when the queue
             // goes from empty to non-empty: it only marks the task ready. Set on the first turn,
@@ -295,10 +307,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
                         self.progress.fail(offset, reason);
                         return Next::Halted;
                     }
-                    tracing::warn!(
-                        plugin = %self.progress.plugin, topic = %self.progress.topic,
-                        partition = self.progress.partition, "consumer error: {error}"
-                    );
+                    tracing::warn!("consumer error: {error}");
                 }
                 None => return Next::Empty,
             }
@@ -397,8 +406,10 @@ impl<C: ConsumerContext> PartitionTask<C> {
         }
         let pause = backoff(policy, attempt);
         tracing::warn!(
-            plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
-            offset, attempt, pause_ms = pause.as_millis() as u64, "{failure}; retrying after a pause"
+            offset,
+            attempt,
+            pause_ms = pause.as_millis() as u64,
+            "{failure}; retrying after a pause"
         );
         let at = Instant::now() + pause;
         self.progress.metrics.retries.inc();
@@ -431,8 +442,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
         static SAID: AtomicU64 = AtomicU64::new(0);
         if SAID.fetch_add(1, Ordering::Relaxed).is_multiple_of(50) {
             tracing::warn!(
-                plugin = %self.progress.plugin, topic = %self.progress.topic,
-                partition = self.progress.partition, offset = message.offset,
+                offset = message.offset,
                 "{failure}; waiting for one (the message is not failed for it; raise \
                  --instance-pool or the plugin's max-instances, or run fewer plugins per kp)"
             );
@@ -462,7 +472,6 @@ impl<C: ConsumerContext> PartitionTask<C> {
         }
         if let Some((_, from)) = &self.last_version {
             tracing::info!(
-                plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
                 offset, from = %from, to = %plugin.version(),
                 "partition switched version"
             );
@@ -475,9 +484,9 @@ impl<C: ConsumerContext> PartitionTask<C> {
     /// What is in flight of the old incarnation finishes first; then its progress starts anew,
     /// so its offsets are never committed over the new topic's.
     fn start_again(&self, offset: i64, previous: i64) {
-        let (topic, partition) = (&self.progress.topic, self.progress.partition);
         tracing::error!(
-            plugin = %self.progress.plugin, topic = %topic, partition, offset, previous,
+            offset,
+            previous,
             "OFFSETS WENT BACKWARDS: the partition now starts at offset {offset}, below the {} \
              kp had reached: the topic was deleted and created again (or its log truncated). \
              Handling the new records from here; the old position is not committed over them.",
@@ -656,7 +665,6 @@ impl<C: ConsumerContext> PartitionTask<C> {
         match (policy.action, &policy.dead_letter_topic) {
             (FailureAction::DeadLetter, Some(topic)) => {
                 tracing::warn!(
-                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
                     offset, attempts, kind = %failure.kind(), dead_letter_topic = %topic, "{failure}; sent to the dead-letter topic"
                 );
                 // Committed only once the dead-letter record is acknowledged, like any output.
@@ -671,7 +679,6 @@ impl<C: ConsumerContext> PartitionTask<C> {
             }
             (FailureAction::Skip, _) => {
                 tracing::warn!(
-                    plugin = %self.progress.plugin, topic = %self.progress.topic, partition = self.progress.partition,
                     offset, attempts, kind = %failure.kind(), "{failure}; SKIPPED (policy skip): the message is dropped"
                 );
                 self.progress.skipped();
@@ -712,10 +719,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
             match self.shared.commits.flush(Duration::from_secs(30)) {
                 Ok(()) => return true,
                 Err(e) => {
-                    tracing::warn!(
-                        plugin = %self.progress.plugin, topic = %self.progress.topic,
-                        partition = self.progress.partition, offset, "strict commit failed, retrying: {e:#}"
-                    );
+                    tracing::warn!(offset, "strict commit failed, retrying: {e:#}");
                     if self.stop.load(Ordering::Acquire) {
                         return true;
                     }

@@ -47,6 +47,7 @@ impl GuestLog {
     }
 
     fn emit(&self, line: &[u8]) {
+        let offset = HANDLING.with(std::cell::Cell::get);
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\r', '\n']);
         if text.is_empty() {
@@ -59,9 +60,21 @@ impl GuestLog {
             tracing::warn!(plugin = %self.plugin, dropped, "guest log lines dropped: over the rate limit");
         }
         let text = sanitize(text, MAX_LINE);
-        match self.stream {
-            Stream::Stdout => tracing::info!(plugin = %self.plugin, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(plugin = %self.plugin, stream = "stderr", "{text}"),
+        // The partition's span (when a worker runs it) names the plugin, topic and partition;
+        // the offset is the message the guest is handling.
+        match (self.stream, offset >= 0) {
+            (Stream::Stdout, true) => {
+                tracing::info!(plugin = %self.plugin, stream = "stdout", offset, "{text}")
+            }
+            (Stream::Stdout, false) => {
+                tracing::info!(plugin = %self.plugin, stream = "stdout", "{text}")
+            }
+            (Stream::Stderr, true) => {
+                tracing::warn!(plugin = %self.plugin, stream = "stderr", offset, "{text}")
+            }
+            (Stream::Stderr, false) => {
+                tracing::warn!(plugin = %self.plugin, stream = "stderr", "{text}")
+            }
         }
     }
 
@@ -146,4 +159,15 @@ impl tokio::io::AsyncWrite for GuestLog {
     ) -> std::task::Poll<std::io::Result<()>> {
         self.poll_flush(cx)
     }
+}
+
+thread_local! {
+    /// The offset of the message this thread's guest call handles (-1 outside a call), for the
+    /// guest's stdout and stderr lines.
+    static HANDLING: std::cell::Cell<i64> = const { std::cell::Cell::new(-1) };
+}
+
+/// Notes the message a guest call on this thread handles (`None` when the call returns).
+pub(crate) fn handling(offset: Option<i64>) {
+    HANDLING.with(|h| h.set(offset.unwrap_or(-1)));
 }
