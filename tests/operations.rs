@@ -27,9 +27,10 @@ fn http(method: &str, addr: &str, path: &str) -> Option<(u16, String)> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
+    // kp's POST /resume wants X-Kp-Request (a header a web page cannot send cross-site).
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Kp-Request: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
@@ -297,6 +298,17 @@ fn a_halted_partition_resumes_with_a_new_version_and_when_an_operator_asks() {
         "{halted_status}"
     );
     assert!(halted_status.contains("\"offset\":5"), "{halted_status}");
+
+    // Without the X-Kp-Request header (what a web page could send cross-site): refused.
+    let mut bare = TcpStream::connect(&addr).unwrap();
+    write!(
+        bare,
+        "POST /resume HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    bare.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 
     // An operator retries without a fix: it halts again at the same message.
     let (code, body) = http("POST", &addr, "/resume?plugin=res").unwrap();

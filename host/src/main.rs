@@ -201,6 +201,8 @@ impl EngineArgs {
             producer: property_strings(&file.kafka_producer)?,
             accept_duplicates: self.accept_duplicates || file.accept_duplicates.unwrap_or(false),
             instance_id: self.instance_id.or(file.instance_id),
+            // Set by the runner when it serves /metrics and /status.
+            partition_statistics: false,
         };
         kafka.resolve_references()?;
         let queue_depth = self

@@ -317,6 +317,8 @@ impl PluginRegistry {
                 plugin = name,
                 "topics or group changed: restarting the plugin's consumer"
             );
+            // Not ready while the new consumer joins.
+            self.forget_view(name);
             old.consumer.request_stop();
             old.consumer.join();
         }
@@ -461,19 +463,6 @@ impl PluginRegistry {
     /// The workers' liveness, for `/healthz`.
     pub fn executor(&self) -> Arc<crate::kafka::executor::Executor> {
         self.executor.clone()
-    }
-
-    /// Asks every running plugin (or only `plugin`) to resume its halted partitions. Returns the
-    /// plugins asked.
-    pub fn resume_halted(&self, plugin: Option<&str>) -> Vec<String> {
-        self.running
-            .iter()
-            .filter(|(name, _)| plugin.is_none_or(|p| p == name.as_str()))
-            .map(|(name, running)| {
-                running.consumer.resume_halted();
-                name.clone()
-            })
-            .collect()
     }
 
     fn forget_view(&self, name: &str) {

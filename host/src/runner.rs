@@ -46,7 +46,9 @@ pub struct RunReport {
 }
 
 /// Runs every plugin in `config.plugins_dir` until `shutdown` resolves, then drains and leaves.
-pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Result<RunReport> {
+pub async fn run(mut config: RunConfig, shutdown: impl Future<Output = ()>) -> Result<RunReport> {
+    // Lag and committed offsets come from librdkafka's statistics, only read when served.
+    config.options.kafka.partition_statistics = config.http.is_some();
     config.options.kafka.validate()?;
     let drain_timeout = config.options.drain_timeout;
     // Bound before anything starts: a port in use is a clear error at once.
@@ -58,35 +60,43 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> Resul
         ),
         None => None,
     };
-    let plugins_dir = config.plugins_dir.clone();
+    let ops = Arc::new(crate::ops::http::Ops {
+        plugins_dir: config.plugins_dir.clone(),
+        host: std::sync::OnceLock::new(),
+    });
     crate::ops::trace::init();
-    let host = tokio::task::spawn_blocking(move || RunningHost::start(config)).await??;
+    // Served from the start: probes get an answer ("starting") while the plugins load.
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = listener.map(|listener| {
-        let ops = Arc::new(crate::ops::http::Ops {
-            plugins_dir,
-            status: host.status.clone(),
-            health: host.health.clone(),
-            views: host.views.clone(),
-            producer: host.producer.clone(),
-            executor: host.executor.clone(),
-        });
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(
                 "serving /metrics, /healthz, /readyz, /status and /resume on http://{addr}"
             );
         }
-        tokio::spawn(crate::ops::http::serve(listener, ops, async {
+        tokio::spawn(crate::ops::http::serve(listener, ops.clone(), async {
             let _ = http_stopped.await;
         }))
+    });
+    let host = tokio::task::spawn_blocking(move || RunningHost::start(config)).await??;
+    let _ = ops.host.set(crate::ops::http::HostParts {
+        status: host.status.clone(),
+        health: host.health.clone(),
+        views: host.views.clone(),
+        producer: host.producer.clone(),
+        executor: host.executor.clone(),
     });
     shutdown.await;
     tracing::info!("shutting down: draining partitions (at most {drain_timeout:?})");
     let stop = tokio::task::spawn_blocking(move || host.stop());
     let report = stop_bounded(stop, drain_timeout).await;
+    // The listener goes last, and without waiting on a client that keeps a connection open.
     let _ = stop_http.send(());
-    if let Some(server) = server {
-        let _ = server.await;
+    if let Some(server) = server
+        && tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .is_err()
+    {
+        tracing::debug!("the HTTP listener did not close within 2 s: left behind");
     }
     tokio::task::spawn_blocking(crate::ops::trace::flush)
         .await

@@ -50,6 +50,24 @@ pub const TURN_TIME: Duration = Duration::from_millis(10);
 /// stalled partition.
 pub const IDLE_RECHECK: Duration = Duration::from_millis(250);
 
+thread_local! {
+    /// On a worker thread: the executor and the worker's index, to lift its turn's bound.
+    static WORKER: std::cell::RefCell<Option<(Weak<Shared>, usize)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The current turn waits on Kafka (a full producer queue, a strict commit's round trip): that
+/// is not a stuck worker, so `/healthz` stops counting this turn against its bound.
+pub fn waiting_on_kafka() {
+    WORKER.with(|worker| {
+        if let Some((shared, index)) = &*worker.borrow()
+            && let Some(shared) = shared.upgrade()
+        {
+            shared.turn_deadlines[*index].store(0, Ordering::Relaxed);
+        }
+    });
+}
+
 /// The default number of workers: one per core.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
@@ -278,6 +296,7 @@ impl Shared {
     }
 
     fn worker_loop(self: &Arc<Self>, worker: usize) {
+        WORKER.with(|w| *w.borrow_mut() = Some((Arc::downgrade(self), worker)));
         while let Some(cell) = self.take() {
             if cell.state.swap(RUNNING, Ordering::AcqRel) != SCHEDULED {
                 self.anomalies.fetch_add(1, Ordering::Relaxed);

@@ -50,12 +50,13 @@ impl Health {
              restarts; nothing past it is committed.",
             halt.reason
         );
-        crate::ops::metrics::metrics()
-            .plugin(&halt.plugin)
-            .halted
-            .inc();
         let halts = {
             let mut halts = self.halts.lock().unwrap_or_else(|e| e.into_inner());
+            // One entry per partition: a later halt at a lower offset (an earlier output's
+            // delivery failing) replaces it.
+            halts.retain(|h| {
+                !(h.plugin == halt.plugin && h.topic == halt.topic && h.partition == halt.partition)
+            });
             halts.push(halt);
             halts.clone()
         };
@@ -66,21 +67,25 @@ impl Health {
 
     /// A halted partition runs again (from its halted message): it leaves the list.
     pub fn resumed(&self, plugin: &str, topic: &str, partition: i32) {
+        if self.forget(plugin, topic, partition) {
+            crate::ops::metrics::metrics().plugin(plugin).resumed.inc();
+        }
+    }
+
+    /// A partition is no longer this kp's to run (resumed, revoked, its plugin stopped): its halt,
+    /// if any, leaves the list. True if it had one. (kp's exit status still counts halts of
+    /// partitions it gave up at shutdown: they stay in the list then.)
+    pub fn forget(&self, plugin: &str, topic: &str, partition: i32) -> bool {
         let (halts, found) = {
             let mut halts = self.halts.lock().unwrap_or_else(|e| e.into_inner());
             let before = halts.len();
             halts.retain(|h| !(h.plugin == plugin && h.topic == topic && h.partition == partition));
-            let found = before - halts.len();
-            (halts.clone(), found)
+            (halts.clone(), before != halts.len())
         };
-        if found > 0 {
-            let metrics = crate::ops::metrics::metrics().plugin(plugin);
-            metrics.halted.dec();
-            metrics.resumed.inc();
-        }
-        if let Some(status) = &self.status {
+        if found && let Some(status) = &self.status {
             status.set_halts(halts);
         }
+        found
     }
 
     /// Shows (or, with `None`, clears) a plugin's problem in the status.

@@ -132,6 +132,8 @@ pub fn send(
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // The broker is slow or away: a wait on Kafka, not a stuck worker.
+                super::executor::waiting_on_kafka();
                 record = back;
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -241,8 +241,13 @@ impl<C: ConsumerContext> PartitionTask<C> {
     fn run_turn(&mut self, lease: &mut Option<PluginInstance>) -> Turn {
         let started = Instant::now();
         for n in 1..=TURN_MESSAGES {
-            if self.stop.load(Ordering::Acquire) || !self.apply_policy_to_refused_outputs() {
-                return Turn::Done; // stopping (unread messages stay uncommitted), or halted
+            // Stopping (unread messages stay uncommitted), or halted: here, or from another
+            // thread (an output's or dead letter's delivery failed).
+            if self.stop.load(Ordering::Acquire)
+                || self.progress.is_halted()
+                || !self.apply_policy_to_refused_outputs()
+            {
+                return Turn::Done;
             }
             let pending = match self.pending.take() {
                 Some(pending) => pending,
@@ -393,7 +398,9 @@ impl<C: ConsumerContext> PartitionTask<C> {
         if let Some(span) = span {
             span.end(&failure.kind().to_string());
         }
-        metrics.failure(failure.kind());
+        if failure.kind() != FailureKind::Unavailable {
+            metrics.failure(failure.kind()); // no room for an instance is not a failed attempt
+        }
         // The policy is read only on failure: nothing is cloned on the message path.
         let plugin = instance.plugin().clone();
         if failure.kind() == FailureKind::Unavailable {
@@ -549,6 +556,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
         }
         if let Some(why) = undeclared_output(&plugin.manifest, &outputs) {
             let failure = HandlerFailure::OutputRefused(why);
+            self.progress.metrics.failure(failure.kind());
             return self.give_up(plugin, &message, &failure, attempt, Registered::No);
         }
         // Kept until its outputs are acknowledged only where a refused output could still send
@@ -610,6 +618,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
         for refused in self.progress.take_refusals() {
             let plugin = self.versions.load_full();
             let failure = HandlerFailure::OutputRefused(refused.reason);
+            self.progress.metrics.failure(failure.kind());
             let registered = Registered::Refused;
             let halted = match refused.message {
                 Some(message) => !self.give_up(&plugin, &message, &failure, 1, registered),
@@ -701,6 +710,8 @@ impl<C: ConsumerContext> PartitionTask<C> {
 
     /// Strict mode: wait until this message is finished and its offset committed.
     fn commit_now(&self, offset: i64) -> bool {
+        // A round trip to the broker, retried while it fails: a wait on Kafka, not a stuck worker.
+        super::executor::waiting_on_kafka();
         loop {
             if self
                 .progress

@@ -55,8 +55,9 @@ type PartitionKey = (Arc<str>, i32);
 pub struct PluginView {
     /// Set at the first assignment (an empty one included): the consumer is in its group.
     pub joined: AtomicBool,
-    /// Set to make the consumer thread resume its halted partitions.
-    resume: AtomicBool,
+    /// When an operator (or a new version) last asked to resume the halted partitions: those
+    /// halted before it are resumed, not later ones.
+    resume: Mutex<Option<Instant>>,
     /// Assigned partitions. Only the polling thread changes it.
     partitions: Mutex<HashMap<PartitionKey, PartitionSlot>>,
     /// Committed offset and lag per assigned partition (librdkafka's statistics; -1: unknown).
@@ -90,9 +91,9 @@ impl PluginView {
     }
 
     /// The assigned partitions, sorted. Halt reasons come from `halts`.
-    /// Asks the consumer thread to resume the plugin's halted partitions.
+    /// Asks the consumer thread to resume the partitions of the plugin halted until now.
     pub fn request_resume(&self) {
-        self.resume.store(true, Ordering::Release);
+        *self.resume.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     pub fn partitions(&self, halts: &[super::Halt]) -> Vec<PartitionStatus> {
@@ -135,8 +136,8 @@ impl PluginView {
 /// One assigned partition as the consumer sees it.
 struct PartitionSlot {
     task: PartitionHandle,
-    /// True once the task has halted and the partition is paused.
-    halted: bool,
+    /// When the task halted and the partition was paused.
+    halted: Option<Instant>,
 }
 
 /// The consumer context: owns the partition table, so rebalance callbacks (which librdkafka runs
@@ -196,7 +197,7 @@ impl ConsumerContext for PluginContext {
             Rebalance::Revoke(tpl) => {
                 let keys = keys_of(tpl);
                 tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions revoked: draining");
-                self.drain(&keys);
+                self.drain(&keys, true);
             }
             // Before librdkafka starts fetching: split each partition's queue off to its task.
             Rebalance::Assign(tpl) => {
@@ -244,33 +245,69 @@ impl PluginContext {
         self.view.lock_partitions()
     }
 
-    /// Starts the halted partitions again from their halted message, with the version published
-    /// now. One whose earlier messages still wait for acknowledgements is left for the next round.
+    /// Starts the partitions halted before the last resume request again, from their halted
+    /// message, with the version published now. A partition whose task has not finished yet, or
+    /// whose earlier messages still wait for acknowledgements, waits for a later round (at most
+    /// [`RESUME_WAIT`] after the request); one halted before its first message was read (no
+    /// offset to go back to) is not resumed.
     fn resume_halted(&self, consumer: &BaseConsumer<Self>) {
-        if !self.view.resume.swap(false, Ordering::AcqRel) {
+        let asked = {
+            let mut resume = self.view.resume.lock().unwrap_or_else(|e| e.into_inner());
+            match *resume {
+                Some(at) if at.elapsed() > RESUME_WAIT => {
+                    *resume = None;
+                    None
+                }
+                other => other,
+            }
+        };
+        let Some(asked) = asked else {
             return;
-        }
+        };
+        let mut later = false;
         let halted: Vec<(PartitionKey, i64)> = self
             .table()
             .iter()
-            .filter(|(_, slot)| slot.halted)
+            .filter(|(_, slot)| {
+                let progress = &slot.task.progress;
+                let asked_for = progress.halted_since().is_some_and(|at| at <= asked);
+                // Halted, not yet paused: the next round.
+                later |= asked_for && slot.halted.is_none();
+                asked_for && slot.halted.is_some()
+            })
             .filter_map(|(key, slot)| Some((key.clone(), slot.task.progress.failed_at()?)))
             .collect();
-        let mut later = false;
+        let mut flushed = false;
         for (key, offset) in halted {
-            let settled = self
-                .table()
-                .get(&key)
-                .is_some_and(|slot| slot.task.progress.settled_up_to_failure());
-            if !settled {
+            if offset < 0 {
+                tracing::warn!(
+                    plugin = %self.name, topic = %key.0, partition = key.1,
+                    "the halted partition cannot be resumed: it halted before its first message \
+                     was read (restart kp to read it again)"
+                );
+                continue;
+            }
+            let ready = self.table().get(&key).is_some_and(|slot| {
+                let task = &slot.task;
+                // Its task must be gone (its queue with it) before a new one reads the partition.
+                task.stop();
+                matches!(
+                    task.exited.try_recv(),
+                    Err(crossbeam_channel::TryRecvError::Disconnected)
+                ) && task.progress.settled_up_to_failure()
+            });
+            if !ready {
                 later = true;
                 continue;
             }
             // What the halted tracker finished is committed before a new one takes over.
-            if let Err(e) = self.shared.commits.flush(Duration::from_secs(10)) {
-                tracing::warn!(plugin = %self.name, "commit before resuming failed: {e:#}");
-                later = true;
-                continue;
+            if !flushed {
+                if let Err(e) = self.shared.commits.flush(Duration::from_secs(10)) {
+                    tracing::warn!(plugin = %self.name, "commit before resuming failed: {e:#}");
+                    later = true;
+                    break;
+                }
+                flushed = true;
             }
             if let Err(e) = consumer.seek(
                 &key.0,
@@ -286,19 +323,22 @@ impl PluginContext {
                 old.task.progress.detach();
                 self.shared.commits.forget(key.0.clone(), key.1);
             }
+            self.health.resumed(&self.name, &key.0, key.1);
             self.assign(key.clone());
             if let Err(e) = consumer.resume(&single(&key)) {
-                tracing::warn!(plugin = %self.name, topic = %key.0, partition = key.1, "resuming the halted partition failed: {e}");
+                tracing::error!(plugin = %self.name, topic = %key.0, partition = key.1, "resuming the halted partition failed, it stays paused: {e}");
             }
-            self.health.resumed(&self.name, &key.0, key.1);
             tracing::warn!(
                 plugin = %self.name, topic = %key.0, partition = key.1, offset,
                 version = %self.versions.load().version(),
                 "halted partition resumed at its halted message"
             );
         }
-        if later {
-            self.view.resume.store(true, Ordering::Release);
+        if !later {
+            let mut resume = self.view.resume.lock().unwrap_or_else(|e| e.into_inner());
+            if *resume == Some(asked) {
+                *resume = None;
+            }
         }
     }
 
@@ -334,20 +374,15 @@ impl PluginContext {
             queue,
             weak,
         );
-        self.table().insert(
-            key,
-            PartitionSlot {
-                task,
-                halted: false,
-            },
-        );
+        self.table()
+            .insert(key, PartitionSlot { task, halted: None });
     }
 
     /// Pauses partitions whose task halted, so librdkafka stops fetching them.
     fn pause_halted(&self, consumer: &BaseConsumer<Self>) {
         for (key, slot) in self.table().iter_mut() {
-            if !slot.halted && slot.task.progress.failed_at().is_some() {
-                slot.halted = true;
+            if slot.halted.is_none() && slot.task.progress.is_halted() {
+                slot.halted = Some(Instant::now());
                 if let Err(e) = consumer.pause(&single(key)) {
                     tracing::warn!(plugin = %self.name, "pausing halted {}/{} failed: {e}", key.0, key.1);
                 }
@@ -398,7 +433,7 @@ impl PluginContext {
 
     /// Stops the tasks of `keys`, lets their in-flight messages finish, commits, and forgets
     /// them. Bounded by the drain timeout.
-    fn drain(&self, keys: &[PartitionKey]) {
+    fn drain(&self, keys: &[PartitionKey], revoked: bool) {
         let deadline = Instant::now() + self.options.drain_timeout;
         let slots: Vec<(PartitionKey, PartitionSlot)> = {
             let mut table = self.table();
@@ -433,6 +468,10 @@ impl PluginContext {
         {
             let mut positions = self.view.lock_positions();
             for (key, _) in &drained {
+                if revoked {
+                    // Another member runs it now; its halt, if any, is no longer this kp's.
+                    self.health.forget(&self.name, &key.0, key.1);
+                }
                 positions.remove(key);
                 crate::ops::metrics::metrics().forget_partition(
                     &crate::ops::metrics::PartitionLabels::new(&self.name, &key.0, key.1),
@@ -557,6 +596,10 @@ impl PluginConsumer {
     }
 }
 
+/// How long a resume request waits for halted partitions that are not ready to resume yet (a
+/// task finishing, outputs being acknowledged, a commit or seek that failed).
+const RESUME_WAIT: Duration = Duration::from_secs(30);
+
 /// How often a consumer checks that its input topics still exist.
 const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -641,7 +684,7 @@ fn poll_loop(
     let context = consumer.context();
     let keys: Vec<PartitionKey> = context.table().keys().cloned().collect();
     tracing::info!(plugin = name, partitions = ?partition_names(&keys), "stopping: draining");
-    context.drain(&keys);
+    context.drain(&keys, false);
     committer.stop();
     // Tasks (and their partition queues) and the committer are gone: this is the last handle,
     // and dropping it closes the consumer (librdkafka runs the final revoke, with nothing left to

@@ -116,6 +116,11 @@ pub struct PartitionProgress {
     pub retrying: std::sync::atomic::AtomicU32,
     /// The plugin's metric handles.
     pub metrics: crate::ops::metrics::PluginMetrics,
+    /// Set once the partition halted (from any thread), so its task's check between messages
+    /// costs no lock.
+    halted: AtomicBool,
+    /// When it halted (a resume request covers the halts before it).
+    halted_since: Mutex<Option<Instant>>,
 }
 
 impl PartitionProgress {
@@ -133,6 +138,8 @@ impl PartitionProgress {
             handled_up_to: AtomicI64::new(i64::MIN),
             reading: AtomicI64::new(-1),
             retrying: Default::default(),
+            halted: AtomicBool::new(false),
+            halted_since: Mutex::new(None),
             metrics: crate::ops::metrics::metrics().plugin(&plugin),
             state: Mutex::new(State {
                 in_flight: VecDeque::new(),
@@ -298,6 +305,8 @@ impl PartitionProgress {
         state.failed_at = Some(offset);
         let committed_up_to = state.committable;
         drop(state);
+        *self.halted_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.halted.store(true, Ordering::Release);
         self.changed.notify_all();
         self.health.halted(Halt {
             plugin: self.plugin.to_string(),
@@ -374,6 +383,16 @@ impl PartitionProgress {
     }
 
     /// The offset the partition halted at, if it did.
+    /// When the partition halted.
+    pub fn halted_since(&self) -> Option<Instant> {
+        *self.halted_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True once the partition halted (a lock-free [`Self::failed_at`]`.is_some()`).
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
+    }
+
     pub fn failed_at(&self) -> Option<i64> {
         self.lock().failed_at
     }

@@ -16,8 +16,8 @@
 //! - `client.id=kp-<plugin>`: shows in broker logs and metrics.
 //! - `fetch.queue.backoff.ms=10`: librdkafka's default (1000) stalls a partition's fetching for a
 //!   second each time its prefetch queue fills, which cut kp's throughput by two thirds.
-//! - `statistics.interval.ms=5000`: librdkafka's statistics give each partition's committed
-//!   offset and lag to the metrics and `/status` (0 turns them off).
+//! - `statistics.interval.ms=5000` with `--http`: librdkafka's statistics give each partition's
+//!   committed offset and lag to the metrics and `/status` (0 turns them off).
 //!
 //! Producer: refused unless they keep an acknowledged output durable and unique:
 //! - `acks` (alias `request.required.acks`) other than `all`/`-1`: an output acknowledged by one
@@ -105,6 +105,9 @@ pub struct KafkaSettings {
     pub consumer: BTreeMap<String, String>,
     /// Pass-through properties for the producer only.
     pub producer: BTreeMap<String, String>,
+    /// Ask librdkafka for statistics (each partition's committed offset and lag), for the
+    /// metrics and `/status`: set by `kp run` when it serves them (`--http`).
+    pub partition_statistics: bool,
     /// The operator accepts that a retried send may write an output twice: only then may the
     /// producer run without idempotence (`--accept-duplicates`).
     pub accept_duplicates: bool,
@@ -204,9 +207,11 @@ impl KafkaSettings {
             .set("client.id", format!("kp-{plugin}"))
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("fetch.queue.backoff.ms", "10")
+            .set("fetch.queue.backoff.ms", "10");
+        if self.partition_statistics {
             // Committed offsets and lag per partition for the metrics and /status.
-            .set("statistics.interval.ms", "5000");
+            config.set("statistics.interval.ms", "5000");
+        }
         match self.group_protocol {
             GroupProtocol::Classic => {
                 config

@@ -11,8 +11,12 @@
 //!   would not fix the message, and the metrics and `/status` show it).
 //! - `GET /status`: JSON: each plugin's state, version and last error, the halted partitions,
 //!   and each plugin's assigned partitions (state, offset, committed offset, lag).
-//! - `POST /resume` (or `/resume?plugin=NAME`): resume halted partitions from their halted
-//!   message, with the version running now.
+//! - `POST /resume` (or `/resume?plugin=NAME`), with a header `X-Kp-Request` (any value, so a
+//!   web page cannot make an operator's browser send it): resume the partitions halted until now,
+//!   from their halted message, with the version running now.
+//!
+//! The listener answers from the start: while the plugins load, `/healthz` says ok, `/readyz`
+//! and `/status` say "starting".
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -37,11 +41,25 @@ use crate::status::{PluginState, StatusBoard};
 /// What the endpoints read.
 pub struct Ops {
     pub plugins_dir: PathBuf,
+    /// Set once the host has started (its plugins loaded).
+    pub host: std::sync::OnceLock<HostParts>,
+}
+
+/// The running host's parts the endpoints read.
+pub struct HostParts {
     pub status: StatusBoard,
     pub health: Arc<Health>,
     pub views: PluginViews,
     pub producer: Arc<OutputProducer>,
     pub executor: Arc<Executor>,
+}
+
+fn starting() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting: loading the plugins\n",
+    )
+        .into_response()
 }
 
 /// Serves the endpoints on `listener` until `shutdown` resolves.
@@ -63,9 +81,22 @@ pub async fn serve(
 }
 
 async fn metrics_text(State(ops): State<Arc<Ops>>) -> Response {
-    metrics()
-        .producer_queue
-        .set(i64::from(ops.producer.in_flight_count()));
+    if let Some(host) = ops.host.get() {
+        metrics()
+            .producer_queue
+            .set(i64::from(host.producer.in_flight_count()));
+        let mut halted: BTreeMap<String, i64> = host
+            .status
+            .all()
+            .into_iter()
+            .filter(|(_, p)| p.state == PluginState::Running)
+            .map(|(name, _)| (name, 0))
+            .collect();
+        for h in host.health.halts() {
+            *halted.entry(h.plugin).or_default() += 1;
+        }
+        metrics().set_halted(&halted);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -77,7 +108,10 @@ async fn metrics_text(State(ops): State<Arc<Ops>>) -> Response {
 }
 
 async fn healthz(State(ops): State<Arc<Ops>>) -> Response {
-    match ops.executor.stuck_worker() {
+    let Some(host) = ops.host.get() else {
+        return (StatusCode::OK, "ok (starting)\n").into_response();
+    };
+    match host.executor.stuck_worker() {
         None => (StatusCode::OK, "ok\n").into_response(),
         Some((worker, over)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -92,8 +126,11 @@ async fn healthz(State(ops): State<Arc<Ops>>) -> Response {
 
 /// Why kp is not ready, if it is not.
 pub fn not_ready(ops: &Ops) -> Vec<String> {
+    let Some(host) = ops.host.get() else {
+        return vec!["starting: loading the plugins".into()];
+    };
     let mut why = Vec::new();
-    let plugins = ops.status.all();
+    let plugins = host.status.all();
     let names: Vec<String> = crate::registry::module_files(&ops.plugins_dir)
         .unwrap_or_default()
         .iter()
@@ -105,7 +142,7 @@ pub fn not_ready(ops: &Ops) -> Vec<String> {
             ops.plugins_dir.display()
         ));
     }
-    let views = ops.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let views = host.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for name in names {
         match plugins.get(&name) {
             Some(p) if p.state == PluginState::Running => {
@@ -140,8 +177,11 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
 }
 
 async fn status(State(ops): State<Arc<Ops>>) -> Response {
-    let halts = ops.health.halts();
-    let views = ops.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(host) = ops.host.get() else {
+        return starting();
+    };
+    let halts = host.health.halts();
+    let views = host.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let partitions: BTreeMap<String, _> = views
         .iter()
         .map(|(name, view)| {
@@ -154,7 +194,7 @@ async fn status(State(ops): State<Arc<Ops>>) -> Response {
         })
         .collect();
     axum::Json(serde_json::json!({
-        "plugins": ops.status.all(),
+        "plugins": host.status.all(),
         "halted": halts,
         "partitions": partitions,
         "ready": not_ready(&ops).is_empty(),
@@ -167,8 +207,22 @@ struct ResumeQuery {
     plugin: Option<String>,
 }
 
-async fn resume(State(ops): State<Arc<Ops>>, Query(query): Query<ResumeQuery>) -> Response {
-    let views = ops.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
+async fn resume(
+    State(ops): State<Arc<Ops>>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<ResumeQuery>,
+) -> Response {
+    if !headers.contains_key("x-kp-request") {
+        return (
+            StatusCode::FORBIDDEN,
+            "send the header X-Kp-Request (any value) with POST /resume\n",
+        )
+            .into_response();
+    }
+    let Some(host) = ops.host.get() else {
+        return starting();
+    };
+    let views = host.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let asked: Vec<String> = views
         .iter()
         .filter(|(name, _)| query.plugin.as_deref().is_none_or(|p| p == name.as_str()))

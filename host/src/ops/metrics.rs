@@ -255,7 +255,6 @@ impl Metrics {
             retries: self.retries.get_or_create_owned(&label),
             dead_lettered: self.dead_lettered.get_or_create_owned(&label),
             skipped: self.skipped.get_or_create_owned(&label),
-            halted: self.halted.get_or_create_owned(&label),
             resumed: self.resumed.get_or_create_owned(&label),
             instances_started: self.instances_started.get_or_create_owned(&label),
             delivery_errors: self.delivery_errors.get_or_create_owned(&label),
@@ -280,6 +279,19 @@ impl Metrics {
                 result: if published { "published" } else { "refused" }.to_string(),
             })
             .inc();
+    }
+
+    /// Sets the number of halted partitions of each plugin (computed at each scrape from the
+    /// partitions this kp owns, so it cannot drift).
+    pub fn set_halted(&self, counts: &std::collections::BTreeMap<String, i64>) {
+        self.halted.clear();
+        for (plugin, count) in counts {
+            self.halted
+                .get_or_create(&PluginLabel {
+                    plugin: plugin.clone(),
+                })
+                .set(*count);
+        }
     }
 
     /// Sets a partition's committed offset and lag (from librdkafka's statistics).
@@ -327,7 +339,6 @@ pub struct PluginMetrics {
     pub retries: Counter,
     pub dead_lettered: Counter,
     pub skipped: Counter,
-    pub halted: Gauge,
     pub resumed: Counter,
     pub instances_started: Counter,
     pub delivery_errors: Counter,

@@ -8,9 +8,12 @@
 //! Spans are exported through OTLP over HTTP when the standard variables are set
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, with
 //! `OTEL_EXPORTER_OTLP_PROTOCOL` `http/protobuf` (default) or `http/json`, and the `OTEL_BSP_*`
-//! batch settings); nothing is exported otherwise, though the headers are still written. The
-//! exporter speaks plain `http://` (a collector or agent beside kp); TLS to the collector is not
-//! built in. A record without `traceparent` costs one scan of its header names.
+//! batch settings). Otherwise nothing is traced: kp's spans would exist nowhere, so records keep
+//! whatever `traceparent` the handler gives them (a handler that copies the record's headers
+//! keeps the trace connected). The exporter speaks plain `http://` (a collector or agent beside
+//! kp); TLS to the collector is not built in, and an `https://` endpoint is refused at start. A
+//! record without `traceparent` costs one scan of its header names; a `traceparent` longer than
+//! the W3C format allows is ignored without being parsed.
 
 use std::sync::OnceLock;
 
@@ -40,7 +43,15 @@ fn tracing() -> &'static Tracing {
             .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
         let mut builder = SdkTracerProvider::builder();
         let mut exporting = false;
-        if endpoint_set {
+        let https = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|v| v.trim_start().starts_with("https:")));
+        if endpoint_set && https {
+            tracing::error!(
+                "OTEL_EXPORTER_OTLP_*ENDPOINT is https: this build exports spans over plain http \
+                 only (to a collector or agent beside kp); no spans are exported"
+            );
+        } else if endpoint_set {
             match opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .build()
@@ -50,7 +61,8 @@ fn tracing() -> &'static Tracing {
                     exporting = true;
                 }
                 Err(e) => tracing::error!(
-                    "OTEL_EXPORTER_OTLP_*: cannot set up the span exporter, no spans are exported: {e}"
+                    "OTEL_EXPORTER_OTLP_*: cannot set up the span exporter, no spans are exported: {}",
+                    without_userinfo(&e.to_string())
                 ),
             }
         }
@@ -89,6 +101,23 @@ pub fn flush() {
     }
 }
 
+/// `text` with any `user:password@` after a `://` removed.
+fn without_userinfo(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest.find(['/', ' ', '"']).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            out.push_str("…@");
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Reads W3C headers from a record's headers (names compared as the spec says: lowercase).
 struct Headers<'a>(&'a [Header]);
 
@@ -108,9 +137,10 @@ impl Extractor for Headers<'_> {
 
 /// The context a record carries, if it carries a valid `traceparent`.
 fn remote_context(headers: &[Header]) -> Option<Context> {
+    // 55 bytes in version 00; room for a later version's extra fields, no more.
     if !headers
         .iter()
-        .any(|h| h.name.eq_ignore_ascii_case(TRACEPARENT))
+        .any(|h| h.name.eq_ignore_ascii_case(TRACEPARENT) && h.value.len() <= 128)
     {
         return None;
     }
@@ -125,6 +155,9 @@ pub struct HandleSpan {
 
 /// A span for handling `message` with `plugin`, if the record carries a trace.
 pub fn handle_span(message: &Message, plugin: &LoadedPlugin, attempt: u32) -> Option<HandleSpan> {
+    if !tracing().exporting {
+        return None;
+    }
     let parent = remote_context(&message.headers)?;
     let t = tracing();
     let span = t
@@ -205,6 +238,9 @@ impl HandleSpan {
 /// Gives a dead-letter record built from a traced record a `traceparent` of its own, child of
 /// the record's own span.
 pub fn mark_dead_letter(record: &mut Output, topic: &str) {
+    if !tracing().exporting {
+        return;
+    }
     if let Some(parent) = remote_context(&record.headers) {
         let header = produce_header(&parent, topic);
         replace_traceparent(&mut record.headers, header);

@@ -167,7 +167,18 @@ thread_local! {
     static HANDLING: std::cell::Cell<i64> = const { std::cell::Cell::new(-1) };
 }
 
-/// Notes the message a guest call on this thread handles (`None` when the call returns).
-pub(crate) fn handling(offset: Option<i64>) {
-    HANDLING.with(|h| h.set(offset.unwrap_or(-1)));
+/// The message a guest call on this thread handles, until dropped (an unwinding call included).
+pub(crate) struct Handling;
+
+impl Handling {
+    pub(crate) fn start(offset: i64) -> Handling {
+        HANDLING.with(|h| h.set(offset));
+        Handling
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        HANDLING.with(|h| h.set(-1));
+    }
 }

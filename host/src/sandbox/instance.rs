@@ -213,12 +213,12 @@ impl PluginInstance {
         live.store
             .data_mut()
             .set_call_deadline(Some(Instant::now() + timeout));
-        super::guest_stdio::handling(Some(message.offset));
+        let _handling = super::guest_stdio::Handling::start(message.offset);
         let result = live
             .bindings
             .kp_plugin_handler()
             .call_handle(&mut live.store, message);
-        super::guest_stdio::handling(None);
+        drop(_handling);
         live.store.data_mut().set_call_deadline(None);
         live.store.data_mut().leave();
         if live.store.data_mut().take_deadline_hit() {
