@@ -404,6 +404,10 @@ mod tests {
         p.failure("trap");
         m.reload("dashboard-test", false);
         m.partition_position(&PartitionLabels::new("dashboard-test", "t", 0), 1, 1);
+        m.set_halted(&std::collections::BTreeMap::from([(
+            "dashboard-test".to_string(),
+            0,
+        )]));
         let text = m.encode();
         let exported: std::collections::BTreeSet<&str> = text
             .lines()
