@@ -59,6 +59,36 @@ pub struct PluginRegistry {
     instances: Arc<crate::kafka::instances::AllInstances>,
 }
 
+/// What loading a version of a plugin leads to, given the version running (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadPlan {
+    /// The same module and manifest: nothing to do.
+    Unchanged,
+    /// Not running: start a consumer.
+    Start,
+    /// Same input topics and group: publish the new version; partitions switch between two
+    /// messages, with no rebalance.
+    Swap,
+    /// Other input topics or another group: the consumer drains and leaves, and a new one joins.
+    Restart,
+}
+
+/// Decides what a loaded version (`new`: content hash and manifest) does to the `running` one.
+/// Pure, so the decision is tested without a broker.
+pub fn plan(running: Option<(&str, &Manifest)>, new: (&str, &Manifest)) -> ReloadPlan {
+    let Some((hash, manifest)) = running else {
+        return ReloadPlan::Start;
+    };
+    if hash == new.0 && manifest == new.1 {
+        return ReloadPlan::Unchanged;
+    }
+    if manifest.input_topics == new.1.input_topics && manifest.group_id == new.1.group_id {
+        ReloadPlan::Swap
+    } else {
+        ReloadPlan::Restart
+    }
+}
+
 /// Each running plugin's view, by name.
 pub type PluginViews = Arc<std::sync::Mutex<BTreeMap<String, Arc<crate::kafka::PluginView>>>>;
 
@@ -264,20 +294,16 @@ impl PluginRegistry {
             self.refuse(name, format!("{}: not started: {why}", module.display()));
             return;
         }
-        let (restart, previous) = match self.running.get(name) {
-            None => (true, None),
-            Some(running) => {
-                let current = running.versions.load_full();
-                if current.content_hash == plugin.content_hash
-                    && current.manifest == plugin.manifest
-                {
-                    return; // nothing changed (a touch, or the same bytes written again)
-                }
-                let same_source = current.manifest.input_topics == plugin.manifest.input_topics
-                    && current.manifest.group_id == plugin.manifest.group_id;
-                (!same_source, Some(current))
-            }
-        };
+        let running = self.running.get(name).map(|r| r.versions.load_full());
+        let plan = plan(
+            running
+                .as_deref()
+                .map(|current| (current.content_hash.as_str(), &*current.manifest)),
+            (&plugin.content_hash, &plugin.manifest),
+        );
+        if plan == ReloadPlan::Unchanged {
+            return; // nothing changed (a touch, or the same bytes written again)
+        }
         match self.missing_topics(&plugin) {
             Ok(missing) if missing.is_empty() => {}
             Ok(missing) => {
@@ -294,8 +320,7 @@ impl PluginRegistry {
                 return;
             }
         }
-        if !restart {
-            let previous = previous.expect("running");
+        if let (ReloadPlan::Swap, Some(previous)) = (plan, &running) {
             tracing::info!(
                 plugin = name, from = %previous.version(), to = %plugin.version(),
                 "new version ready: partitions switch at their next message"
@@ -532,4 +557,57 @@ fn still_arriving(error: &LoadError, module: &Path, before: Option<(u64, SystemT
     }
     std::thread::sleep(Duration::from_millis(200));
     fingerprint(module) != before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(topics: &[&str], group: &str) -> Manifest {
+        let text = format!(
+            "input-topics = [{}]\noutput-topic = \"out\"\ngroup-id = \"{group}\"\n",
+            topics
+                .iter()
+                .map(|t| format!("\"{t}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Manifest::parse("p", &text).expect("valid manifest")
+    }
+
+    #[test]
+    fn a_plugin_not_running_starts() {
+        assert_eq!(
+            plan(None, ("h1", &manifest(&["a"], "g"))),
+            ReloadPlan::Start
+        );
+    }
+
+    #[test]
+    fn the_same_bytes_and_manifest_change_nothing() {
+        let m = manifest(&["a"], "g");
+        assert_eq!(plan(Some(("h1", &m)), ("h1", &m)), ReloadPlan::Unchanged);
+    }
+
+    #[test]
+    fn a_new_module_or_setting_on_the_same_topics_and_group_swaps() {
+        let m = manifest(&["a"], "g");
+        assert_eq!(plan(Some(("h1", &m)), ("h2", &m)), ReloadPlan::Swap);
+        let mut other = m.clone();
+        other.output_topic = Some("elsewhere".into());
+        assert_eq!(plan(Some(("h1", &m)), ("h1", &other)), ReloadPlan::Swap);
+    }
+
+    #[test]
+    fn other_input_topics_or_another_group_restart_the_consumer() {
+        let m = manifest(&["a"], "g");
+        assert_eq!(
+            plan(Some(("h1", &m)), ("h1", &manifest(&["a", "b"], "g"))),
+            ReloadPlan::Restart
+        );
+        assert_eq!(
+            plan(Some(("h1", &m)), ("h2", &manifest(&["a"], "g2"))),
+            ReloadPlan::Restart
+        );
+    }
 }
