@@ -170,6 +170,13 @@ impl PluginInstances {
         }
     }
 
+    /// True when `instance` runs the version a new message gets now; lock-free when it is the
+    /// published one.
+    pub fn serves_now(&self, instance: &PluginInstance) -> bool {
+        Arc::ptr_eq(&self.versions.load(), instance.plugin())
+            || Arc::ptr_eq(&self.version_now(), instance.plugin())
+    }
+
     /// An instance of `version` (a retry keeps the version of its first attempt), or of the
     /// version a new message gets now: an idle one, or a new one.
     pub fn checkout(
@@ -271,7 +278,7 @@ impl PluginInstances {
     /// Gives an instance back for the next turn. One that trapped, or of a version no longer
     /// current, is dropped; beyond the idle room, the idle instance used longest ago goes.
     pub fn give_back(&self, instance: PluginInstance) {
-        if !instance.is_live() || !Arc::ptr_eq(instance.plugin(), &self.version_now()) {
+        if !instance.is_live() || !self.serves_now(&instance) {
             return;
         }
         let Some(all) = self.all.upgrade() else {

@@ -338,29 +338,31 @@ impl<C: ConsumerContext> PartitionTask<C> {
             let plugin = self.versions.load_full();
             return self.go_on(self.give_up(&plugin, &message, &failure, 1, Registered::No));
         }
-        // The version for this message: a retry keeps its first attempt's; a new message gets
-        // the one published now (a new version takes over between two messages).
-        let wanted = version.unwrap_or_else(|| self.instances.version_now());
-        if lease
-            .as_ref()
-            .is_some_and(|instance| !Arc::ptr_eq(instance.plugin(), &wanted))
-            && let Some(old) = lease.take()
-        {
+        // The version for this message: a retry (the only message with `version` set) keeps its
+        // first attempt's; a new message gets the one published now (a new version takes over
+        // between two messages). A lease of the published version, the common case, is kept
+        // without taking a lock.
+        let keep = lease.as_ref().is_some_and(|instance| match &version {
+            Some(pinned) => Arc::ptr_eq(instance.plugin(), pinned),
+            None => self.instances.serves_now(instance),
+        });
+        if !keep && let Some(old) = lease.take() {
             self.instances.give_back(old);
         }
         let instance = match lease {
             Some(instance) => instance,
-            None => match self.instances.checkout((attempt > 1).then_some(&wanted)) {
+            None => match self.instances.checkout(version.as_ref()) {
                 Ok(instance) => lease.insert(instance),
                 Err(CheckoutError::Unavailable(failure)) => {
-                    return self.wait_for_instance(&failure, message, attempt, Some(wanted));
+                    return self.wait_for_instance(&failure, message, attempt, version);
                 }
                 Err(CheckoutError::Failed(failure)) => {
                     // The instance does not start: the message's failure, as when a replacement
                     // after a trap does not start.
                     self.progress.metrics.failure(failure.kind());
+                    let plugin = version.unwrap_or_else(|| self.instances.version_now());
                     return self.go_on(self.give_up(
-                        &wanted,
+                        &plugin,
                         &message,
                         &failure,
                         attempt,
