@@ -21,51 +21,15 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    BackgroundKp, CpuPerMessage, CpuSnapshot, brokers, build_plugins, create_topics, env_num,
+    BackgroundKp, CpuPerMessage, CpuSnapshot, brokers, build_plugins, committed_total,
+    create_topics, env_num, produce, unique,
 };
 use kp::kafka::{CommitMode, KafkaSettings, RunOptions};
 use kp::runner::RunConfig;
 use kp::sandbox::{Allocation, SandboxConfig};
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}", nanos % 10_000_000_000)
-}
-
-fn produce(topic: &str, n: usize) -> f64 {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
-    let value = [b'x'; 100];
-    let start = Instant::now();
-    for i in 0..n {
-        let key = format!("k{}", i % 1000);
-        let mut record = BaseRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(&value[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(300)).unwrap();
-    n as f64 / start.elapsed().as_secs_f64()
-}
 
 /// Polls `n` messages of `topic` in a new group, calls `each` on every one and stores its
 /// offset. Returns when, and at what CPU times, the first message arrived.
@@ -173,26 +137,6 @@ fn consume_produce(input: &str, output: &str, n: usize) -> Measured {
     Measured::since(start, cpu, n - 1)
 }
 
-fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = client
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let sum = got
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum();
-    drop(got);
-    sum
-}
-
 /// kp with the passthrough plugin: time from the first committed offset to the last.
 fn kp_run(
     plugins: &Path,
@@ -254,7 +198,7 @@ fn kp_run(
         .unwrap();
     let (mut first, mut first_count) = (None, 0);
     loop {
-        let c = committed_total(&watcher, input, partitions);
+        let c = committed_total(&watcher, input, partitions).expect("committed offsets");
         if first.is_none() && c > 0 {
             first = Some((Instant::now(), CpuSnapshot::now()));
             first_count = c;
@@ -287,9 +231,9 @@ fn main() {
         "kp Kafka benchmark: {n} messages of 100 bytes over {partitions} partitions, broker {}",
         brokers()
     );
-    let produced = produce(&input, n);
+    let produced = produce(&input, n, 1000);
     println!("  producing the input                     {produced:>12.0} msg/s");
-    produce(&strict_in, strict_n);
+    produce(&strict_in, strict_n, 1000);
 
     // KP_BENCH_ONLY=baseline|reference|eager|filter|strict (for profiling) runs only that one.
     let only = std::env::var("KP_BENCH_ONLY").ok();

@@ -22,47 +22,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{brokers, build_plugins, create_topics, env_num};
+use common::{brokers, build_plugins, committed_total, create_topics, env_num, produce, unique};
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}", nanos % 10_000_000_000)
-}
-
-fn produce(topic: &str, n: usize) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
-    let value = [b'x'; 100];
-    for i in 0..n {
-        let key = format!("k{i}");
-        let mut record = BaseRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(&value[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(300)).unwrap();
-}
+use rdkafka::producer::{BaseProducer, BaseRecord};
 
 /// The plain loop, run in a child process (this executable with `KP_SCALE_LOOP` set).
 fn plain_loop(input: &str, output: &str, group: &str) {
@@ -102,60 +66,13 @@ fn plain_loop(input: &str, output: &str, group: &str) {
                 }
             }
         }
-        consumer
-            .store_offset(m.topic(), m.partition(), m.offset() + 1)
-            .unwrap();
+        // Stores the message's offset + 1, the next to read (librdkafka adds the 1).
+        consumer.store_offset_from_message(&m).unwrap();
     }
 }
 
-/// What /proc says about a process.
-#[derive(Default, Clone, Copy)]
-struct ProcSample {
-    cpu: Duration,
-    threads: u64,
-    peak_rss_kib: u64,
-}
-
-fn sample(pid: u32) -> ProcSample {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let cpu = stat
-        .rfind(')')
-        .map(|i| stat[i + 2..].split_whitespace().collect::<Vec<_>>())
-        .and_then(|f| Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
-        .map(|ticks| Duration::from_millis(ticks * 10))
-        .unwrap_or_default();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    ProcSample {
-        cpu,
-        threads: field("Threads:"),
-        peak_rss_kib: field("VmHWM:"),
-    }
-}
-
-fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    client
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .map(|c| {
-            c.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+fn sample(pid: u32) -> kp::ops::ProcessFigures {
+    kp::ops::process_figures(Some(pid)).unwrap_or_default()
 }
 
 struct Measured {
@@ -173,7 +90,7 @@ fn measure(mut child: Child, group: &str, input: &str, partitions: i32, n: usize
         .set("group.id", group)
         .create()
         .unwrap();
-    let mut first: Option<(Instant, ProcSample, i64)> = None;
+    let mut first: Option<(Instant, kp::ops::ProcessFigures, i64)> = None;
     let mut threads = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     let last = loop {
@@ -181,7 +98,7 @@ fn measure(mut child: Child, group: &str, input: &str, partitions: i32, n: usize
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{group}: the process exited early: {status}");
         }
-        let committed = committed_total(&watcher, input, partitions);
+        let committed = committed_total(&watcher, input, partitions).unwrap_or(0);
         let now = sample(pid);
         threads = threads.max(now.threads);
         if first.is_none() && committed > 0 {
@@ -208,7 +125,7 @@ fn measure(mut child: Child, group: &str, input: &str, partitions: i32, n: usize
         rate: records / seconds,
         cpu_us: last.1.cpu.saturating_sub(at_start.cpu).as_secs_f64() * 1e6 / records,
         threads,
-        peak_rss_mib: last.1.peak_rss_kib as f64 / 1024.0,
+        peak_rss_mib: last.1.peak_rss_bytes as f64 / f64::from(1 << 20),
     }
 }
 
@@ -310,7 +227,8 @@ fn main() {
         let input = unique(&format!("scale-in-{partitions}"));
         let mut made = vec![input.clone()];
         create_topics(&[&input], partitions);
-        produce(&input, n);
+        // One key per record: the records spread over every partition.
+        produce(&input, n, n);
         let (mut kp, mut plain) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             kp.push(kp_round(&plugins, &input, partitions, n, &mut made));

@@ -801,23 +801,14 @@ impl Drop for Kp {
 // ---------------------------------------------------------------------------------------------
 // What a process uses, from /proc
 
-/// A `/proc/PID/status` field in its own unit (a count, or KiB), 0 when the process is gone.
-pub fn proc_status(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The most threads and the peak RSS (MiB) of a process, sampled while `until` is false.
 pub fn watch_process(pid: u32, mut until: impl FnMut() -> bool) -> (u64, u64) {
     let mut threads = 0;
     let mut peak = 0;
     loop {
-        threads = threads.max(proc_status(pid, "Threads"));
-        peak = peak.max(proc_status(pid, "VmHWM") / 1024);
+        let now = kp::ops::process_figures(Some(pid)).unwrap_or_default();
+        threads = threads.max(now.threads);
+        peak = peak.max(now.peak_rss_bytes >> 20);
         if until() {
             return (threads, peak);
         }

@@ -1,5 +1,6 @@
-//! What the benchmarks share: the broker address, numeric settings from the environment, topic
-//! creation, building the example plugins, the benchmark message and a timing loop.
+//! What the benchmarks share: the broker address, numeric settings from the environment, unique
+//! names, topic creation, producing the input, a group's committed total, building the example
+//! plugins, the benchmark message and a timing loop.
 
 #![allow(dead_code)]
 
@@ -7,9 +8,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The broker under test (`KP_TEST_BROKERS`, default 127.0.0.1:9092).
 pub fn brokers() -> String {
@@ -22,6 +25,67 @@ pub fn env_num(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A name unique to this run.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}", nanos % 10_000_000_000)
+}
+
+/// Produces `n` records of 100 bytes keyed over `keys` keys; returns the rate.
+pub fn produce(topic: &str, n: usize, keys: usize) -> f64 {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let value = [b'x'; 100];
+    let start = Instant::now();
+    for i in 0..n {
+        let key = format!("k{}", i % keys);
+        let mut record = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The sum of `group`'s committed offsets over `topic`'s partitions (`None` when the cluster
+/// does not answer).
+pub fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> Option<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = client
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .ok()?;
+    let sum = got
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    drop(got); // before the consumer handle (see field-notes: librdkafka hangs otherwise)
+    Some(sum)
 }
 
 /// Creates topics of `partitions` partitions and gives the broker a moment to elect leaders.
@@ -143,9 +207,13 @@ impl CpuSnapshot {
         let broker = std::fs::read_to_string(kafka_dir.join("broker.pid"))
             .ok()
             .filter(|_| local)
-            .and_then(|pid| cpu_time(&format!("/proc/{}/stat", pid.trim())));
+            .and_then(|pid| pid.trim().parse().ok())
+            .and_then(|pid| kp::ops::process_figures(Some(pid)))
+            .map(|p| p.cpu);
         CpuSnapshot {
-            this: cpu_time("/proc/self/stat").unwrap_or_default(),
+            this: kp::ops::process_figures(None)
+                .map(|p| p.cpu)
+                .unwrap_or_default(),
             broker,
         }
     }
@@ -162,14 +230,4 @@ impl CpuSnapshot {
                 .map(|(b, a)| us(b.saturating_sub(a))),
         }
     }
-}
-
-/// utime + stime of a process, from its `/proc/PID/stat` (in clock ticks of 10 ms).
-fn cpu_time(stat: &str) -> Option<Duration> {
-    let text = std::fs::read_to_string(stat).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }

@@ -312,9 +312,9 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text, with the process figures read now.
     pub fn encode(&self) -> String {
-        if let Some(process) = crate::ops::proc_self() {
+        if let Some(process) = crate::ops::process_figures(None) {
             // A counter: it moves by what the process used since the last scrape.
-            let more = process.cpu_seconds - self.process_cpu.get();
+            let more = process.cpu.as_secs_f64() - self.process_cpu.get();
             if more > 0.0 {
                 self.process_cpu.inc_by(more);
             }
