@@ -10,12 +10,14 @@
 #   python: redact         (plugins/python; python3, guest-sdk/python installs componentize-py)
 #   c:      metrics        (plugins/c; clang + wasi-libc, then `kp componentize`: set KP or
 #                           have kp on PATH, else the workspace's kp is built)
+#   go:     sessions       (plugins/go; Go 1.24+, then `kp componentize`, as for C), and the
+#                           SDK's stress guest as testing/go-stress.wasm
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 langs=rust
 case "${1:-}" in
-  --all) langs=rust,js,python,c; shift ;;
+  --all) langs=rust,js,python,c,go; shift ;;
   --lang) langs=$2; shift 2 ;;
 esac
 out=${1:-$root/target/plugins/dist}
@@ -23,6 +25,15 @@ mkdir -p "$out/testing"
 # Guests get their own target folder (beside the host's), so host and guest builds never
 # invalidate each other; CARGO_TARGET_DIR (used by CI to keep a cache) moves both.
 target_root=${CARGO_TARGET_DIR:-$root/target}
+
+# C and Go core modules become components through `kp componentize`: KP, or kp on PATH, else the
+# workspace's kp is built.
+need_kp() {
+  if [ -z "${KP:-}" ] && ! command -v kp >/dev/null; then
+    (cd "$root" && cargo build --quiet -p kp)
+    export KP=$target_root/debug/kp
+  fi
+}
 
 # Copies to a temporary name then renames, so a kp watching OUT_DIR never sees half a file.
 install() { cp "$1" "$out/.$2.tmp" && mv "$out/.$2.tmp" "$out/$2"; }
@@ -53,14 +64,18 @@ for lang in ${langs//,/ }; do
       install "$here/python/redact/redact.toml" redact.toml
       ;;
     c)
-      if [ -z "${KP:-}" ] && ! command -v kp >/dev/null; then
-        (cd "$root" && cargo build --quiet -p kp)
-        export KP=$target_root/debug/kp
-      fi
+      need_kp
       "$root/guest-sdk/c/build.sh" "$out/metrics.wasm" "$here/c/metrics/metrics.c"
       install "$here/c/metrics/metrics.toml" metrics.toml
       ;;
-    *) echo "build.sh: unknown language $lang (rust, js, python, c)" >&2; exit 2 ;;
+    go)
+      need_kp
+      "$root/guest-sdk/go/build.sh" "$out/sessions.wasm" "$here/go/sessions"
+      install "$here/go/sessions/sessions.toml" sessions.toml
+      "$root/guest-sdk/go/build.sh" "$out/testing/go-stress.wasm" "$here/go/stress"
+      cp "$here/go/stress/stress.toml" "$out/testing/go-stress.toml"
+      ;;
+    *) echo "build.sh: unknown language $lang (rust, js, python, c, go)" >&2; exit 2 ;;
   esac
 done
 echo "$out"

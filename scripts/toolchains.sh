@@ -7,11 +7,15 @@
 #               prometheus (Debian package: scrapes kp's /metrics as an operator's would)
 #   Rust:       the wasm32-wasip2 target (rustup)
 #   C:          clang, lld, wasi-libc, libclang-rt-dev-wasm32 (Debian packages; needs root or sudo)
+#   Go:         Go 1.24 or newer on PATH (go:wasmexport); not installed here, only checked: the
+#               project's machines have it (/usr/local/go); elsewhere, https://go.dev/dl
 #   JavaScript: componentize-js into guest-sdk/js/node_modules (npm ci, from package-lock.json)
 #   Python:     componentize-py into guest-sdk/python/.venv (pip, from requirements.txt)
 # Idempotent: what is there already is left alone.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Go's own installer puts it in /usr/local/go/bin, which a non-login shell may not have on PATH.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then export PATH=/usr/local/go/bin:$PATH; fi
 
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
@@ -52,4 +56,11 @@ if [ ! -x "$root/guest-sdk/python/.venv/bin/componentize-py" ]; then
   echo "toolchains.sh: installing componentize-py" >&2
   python3 -m venv "$root/guest-sdk/python/.venv"
   "$root/guest-sdk/python/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/guest-sdk/python/requirements.txt"
+fi
+
+# Go is checked, not installed: Debian's golang package is older than 1.24 on some releases.
+go_minor=$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ -z "$go_minor" ] || [ "$go_minor" -lt 24 ]; then
+  echo "toolchains.sh: Go 1.24 or newer is needed for Go handlers (found: $(go env GOVERSION 2>/dev/null || echo none)); get it from https://go.dev/dl and put it on PATH" >&2
+  exit 1
 fi

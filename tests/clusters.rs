@@ -118,6 +118,7 @@ fn final_error(text: &str) -> &str {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn tls_with_server_verification() {
     let s = Secured::get();
     let ca = s.tls("ca.pem");
@@ -134,6 +135,7 @@ fn tls_with_server_verification() {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn tls_with_the_wrong_ca_is_a_clear_error_that_shows_no_secret() {
     // SASL_SSL with the right password and a CA that did not sign the broker's certificate.
     let s = Secured::get();
@@ -160,6 +162,7 @@ fn tls_with_the_wrong_ca_is_a_clear_error_that_shows_no_secret() {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn mutual_tls() {
     let s = Secured::get();
     let args = [
@@ -177,6 +180,7 @@ fn mutual_tls() {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn sasl_scram_over_tls_with_the_password_from_a_file() {
     let s = Secured::get();
     let secrets = tempfile::tempdir().unwrap();
@@ -197,6 +201,7 @@ fn sasl_scram_over_tls_with_the_password_from_a_file() {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn sasl_scram_with_a_wrong_password_names_the_mechanism_not_the_password() {
     let s = Secured::get();
     let wrong = "wrong-hunter2-password";
@@ -226,6 +231,7 @@ fn sasl_scram_with_a_wrong_password_names_the_mechanism_not_the_password() {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn sasl_oauthbearer_over_tls() {
     // The broker accepts unsecured JWTs (its default validator, for tests only); librdkafka makes
     // one from sasl.oauthbearer.config. With an identity provider, kp would instead use
@@ -251,6 +257,7 @@ fn sasl_oauthbearer_over_tls() {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn refused_properties_and_bad_references_never_show_the_value() {
     let s = Secured::get();
     for (args, expect) in [
@@ -294,6 +301,7 @@ fn refused_properties_and_bad_references_never_show_the_value() {
 /// Inputs compressed with every codec Kafka has, consumed; kp's own outputs compressed with
 /// zstd (checked on the broker's disk).
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn every_compression_codec_in_and_zstd_out() {
     let (input, output, group) = (unique("codec-in"), unique("codec-out"), unique("kp-codec"));
     create_topic(&input, 2);
@@ -362,6 +370,7 @@ fn every_compression_codec_in_and_zstd_out() {
 /// status 3) at its first offset; the other partition keeps flowing; nothing past it is
 /// committed.
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn a_corrupt_batch_halts_its_partition_loudly() {
     let (input, output, group) = (
         unique("corrupt-in"),

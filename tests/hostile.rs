@@ -381,6 +381,7 @@ fn kcat_produce(topic: &str, partition: i32, key: &str, header: &[u8], value: &s
 /// A record whose header name is not UTF-8 used to panic the partition's worker (silently, for
 /// ever). Now it goes to the failure policy as a bad message, and the partition flows on.
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn a_header_name_that_is_not_utf8_goes_to_the_policy() {
     let (input, output, dlq, group) = (
         support::unique("hdr-in"),
@@ -422,6 +423,7 @@ fn a_header_name_that_is_not_utf8_goes_to_the_policy() {
 /// A plugin whose init blocks for ever, dropped into the folder of a running kp: refused at its
 /// deadline, the other plugin keeps flowing, and SIGTERM ends kp within its bound.
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn a_blocking_init_or_a_compile_bomb_does_not_stop_the_others_or_shutdown() {
     let (input, output, group) = (
         support::unique("calm-in"),
@@ -465,7 +467,8 @@ fn a_blocking_init_or_a_compile_bomb_does_not_stop_the_others_or_shutdown() {
         "the calm plugin flowed"
     );
     kp.wait_for_log("plugin=\"stuck\"", Duration::from_secs(60));
-    kp.wait_for_log("bomb", Duration::from_secs(60));
+    // The bomb's refusal (its name alone shows up earlier, as its compilation starts).
+    kp.wait_for_log("needed more than 1024 MiB", Duration::from_secs(60));
     let stopped = Instant::now();
     kp.signal("TERM");
     kp.wait(Duration::from_secs(60)); // panics, with the log, if SIGTERM did not end kp

@@ -234,15 +234,12 @@ fn garbage_is_refused() {
     let dir = PluginDir::new();
     dir.add_raw("garbage", b"this is not wasm at all");
     let e = refusal(&dir.path().join("garbage.wasm"));
-    assert!(matches!(e, LoadError::NotWasm { .. }), "{e}");
-    assert!(
-        e.to_string().contains("garbage.wasm"),
-        "names the file: {e}"
-    );
+    assert!(matches!(e, LoadError::NotWasm { .. }), "{}", e.report());
+    assert!(e.report().contains("garbage.wasm"), "names the file: {e}");
     dir.add_raw("empty", b"");
     assert!(
         refusal(&dir.path().join("empty.wasm"))
-            .to_string()
+            .report()
             .contains("empty")
     );
 }
@@ -253,8 +250,8 @@ fn a_truncated_component_is_refused() {
     let dir = PluginDir::new();
     dir.add_raw("cut", &bytes[..bytes.len() / 2]);
     let e = refusal(&dir.path().join("cut.wasm"));
-    assert!(matches!(e, LoadError::Invalid { .. }), "{e}");
-    assert!(e.to_string().contains("cut.wasm"));
+    assert!(matches!(e, LoadError::Invalid { .. }), "{}", e.report());
+    assert!(e.report().contains("cut.wasm"));
 }
 
 #[test]
@@ -265,15 +262,19 @@ fn a_core_module_is_refused() {
         &wat::parse_str("(module (func (export \"handle\")))").unwrap(),
     );
     let e = refusal(&dir.path().join("core.wasm"));
-    assert!(matches!(e, LoadError::CoreModule { .. }), "{e}");
-    assert!(e.to_string().contains("wasm32-wasip2"));
+    assert!(matches!(e, LoadError::CoreModule { .. }), "{}", e.report());
+    assert!(e.report().contains("wasm32-wasip2"));
 }
 
 #[test]
 fn a_component_of_another_world_is_refused() {
     let e = refusal(&support::plugins_dist().join("testing/wrong-world.wasm"));
-    assert!(matches!(e, LoadError::WrongWorld { .. }), "{e}");
-    assert!(e.to_string().contains("kp:plugin/handler@0.1.0"), "{e}");
+    assert!(matches!(e, LoadError::WrongWorld { .. }), "{}", e.report());
+    assert!(
+        e.report().contains("kp:plugin/handler@0.1.0"),
+        "{}",
+        e.report()
+    );
 }
 
 #[test]
@@ -287,8 +288,16 @@ fn a_component_importing_unknown_functions_is_refused() {
     let dir = PluginDir::new();
     dir.add_raw("importer", &component);
     let e = refusal(&dir.path().join("importer.wasm"));
-    assert!(matches!(e, LoadError::UnsupportedImport { .. }), "{e}");
-    assert!(e.to_string().contains("acme:secrets/vault@1.0.0"), "{e}");
+    assert!(
+        matches!(e, LoadError::UnsupportedImport { .. }),
+        "{}",
+        e.report()
+    );
+    assert!(
+        e.report().contains("acme:secrets/vault@1.0.0"),
+        "{}",
+        e.report()
+    );
 }
 
 #[test]
@@ -300,8 +309,8 @@ fn an_instance_that_cannot_fit_its_memory_cap_is_refused() {
         "input-topics = [\"t\"]\n[limits]\nmemory-mib = 1\n",
     );
     let e = refusal(&dir.path().join("tiny.wasm"));
-    assert!(matches!(e, LoadError::StartFailed { .. }), "{e}");
-    assert!(e.to_string().contains("memory"), "{e}");
+    assert!(matches!(e, LoadError::StartFailed { .. }), "{}", e.report());
+    assert!(e.report().contains("memory"), "{}", e.report());
 }
 
 #[test]
@@ -309,8 +318,8 @@ fn an_init_that_fails_refuses_the_plugin() {
     let dir = PluginDir::new();
     dir.add("router", "norouter", "input-topics = [\"t\"]\n"); // no [config] routes
     let e = refusal(&dir.path().join("norouter.wasm"));
-    assert!(matches!(e, LoadError::StartFailed { .. }), "{e}");
-    assert!(e.to_string().contains("routes"), "{e}");
+    assert!(matches!(e, LoadError::StartFailed { .. }), "{}", e.report());
+    assert!(e.report().contains("routes"), "{}", e.report());
 }
 
 #[test]
@@ -318,10 +327,11 @@ fn bad_manifests_are_refused() {
     let dir = PluginDir::new();
     dir.add("uppercase", "typo", "input-topic = [\"t\"]\n");
     let e = refusal(&dir.path().join("typo.wasm"));
-    assert!(matches!(e, LoadError::Manifest { .. }), "{e}");
+    assert!(matches!(e, LoadError::Manifest { .. }), "{}", e.report());
     assert!(
-        e.to_string().contains("typo.toml") && e.to_string().contains("input-topic"),
-        "{e}"
+        e.report().contains("typo.toml") && e.report().contains("input-topic"),
+        "{}",
+        e.report()
     );
     dir.add(
         "uppercase",
@@ -330,7 +340,7 @@ fn bad_manifests_are_refused() {
     );
     assert!(
         refusal(&dir.path().join("slow.wasm"))
-            .to_string()
+            .report()
             .contains("timeout-ms")
     );
 }
@@ -467,11 +477,16 @@ fn an_init_that_traps_refuses_the_plugin() {
         "input-topics = [\"t\"]\n[config]\ninit-trap = true\n",
     );
     let e = refusal(&dir.path().join("boom.wasm"));
-    assert!(matches!(e, LoadError::StartFailed { .. }), "{e}");
+    assert!(matches!(e, LoadError::StartFailed { .. }), "{}", e.report());
     assert!(
-        e.to_string().contains("init") && e.to_string().contains("unreachable"),
-        "{e}"
+        e.report().contains("init") && e.report().contains("unreachable"),
+        "{}",
+        e.report()
     );
+    // The guest's failure is kept as the cause, not flattened into the message.
+    let cause = std::error::Error::source(&e).expect("the init failure is the source");
+    assert!(cause.to_string().contains("unreachable"), "{cause}");
+    assert!(!e.to_string().contains("unreachable"), "{e}");
 }
 
 /// A full instance pool is nobody's fault: the failure says "unavailable", which kp waits out,

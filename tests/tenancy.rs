@@ -26,6 +26,7 @@ fn config(dir: &tempfile::TempDir, text: &str) -> String {
 /// variable it was not granted is refused at load with the reason; the granted one runs, gets
 /// only its own secret (from the operator's config), and a policy change applies on restart.
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn a_governed_host_refuses_what_the_policy_does_not_grant() {
     let t = unique("gov");
     let (orders, payments, out) = (
@@ -152,6 +153,7 @@ fn a_governed_host_refuses_what_the_policy_does_not_grant() {
 /// dead-letter headers cannot be forged; a plugin writing to its own input is refused; the other
 /// records keep flowing.
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
 fn outputs_are_confined_to_declared_topics_and_kp_headers_cannot_be_forged() {
     let t = unique("conf");
     let (input, out, other, dlq) = (

@@ -96,7 +96,11 @@ export function defineHandler({ init, handle }) {
       } catch (e) {
         if (e instanceof BadMessage) throw { tag: 'bad-message', val: e.message };
         if (e instanceof RetryLater) throw { tag: 'retry-later', val: e.message };
-        throw e; // a bug: the instance traps and the message counts as failed
+        // A bug: the instance traps and the message counts as failed. Its account goes to
+        // stderr first, where kp keeps the last lines of a call for the failure's message.
+        const what = e instanceof Error ? `${e.name}: ${e.message}` : `uncaught ${typeof e}: ${String(e)}`;
+        console.error(`${what}${e && e.stack ? `\n${e.stack}` : ''}`);
+        throw e;
       }
       if (result == null) return [];
       return Array.isArray(result) ? result : [result];

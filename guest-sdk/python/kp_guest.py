@@ -18,6 +18,8 @@ Build with guest-sdk/python/build.sh (componentize-py). Map of this module:
 """
 
 import json as _json
+import sys as _sys
+import traceback as _traceback
 from typing import Any, Callable, Iterable, List, Optional, Union
 
 from componentize_py_types import Err
@@ -167,6 +169,12 @@ class Handler(exports.Handler):
             raise Err(types.HandlerError_BadMessage(str(e))) from None
         except RetryLater as e:
             raise Err(types.HandlerError_RetryLater(str(e))) from None
+        except BaseException:
+            # A bug: the instance traps and the message counts as failed. The traceback goes to
+            # stderr first, where kp keeps the last lines of a call for the failure's message.
+            _traceback.print_exc(file=_sys.stderr)
+            _sys.stderr.flush()
+            raise
         if result is None:
             return []
         if isinstance(result, Output):

@@ -187,6 +187,7 @@ fn kp_run(
             ..Default::default()
         },
         watch: false,
+        wait_for_plugins: false,
         status_file: None,
         http: None,
     };

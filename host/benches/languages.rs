@@ -17,7 +17,7 @@ use kp::guest::scaffold::{Language, NewProject, create};
 use kp::sandbox::{Allocation, PluginInstance, Sandbox, SandboxConfig};
 
 fn main() {
-    let wanted = std::env::var("KP_BENCH_LANGS").unwrap_or_else(|_| "rust,c,python,js".into());
+    let wanted = std::env::var("KP_BENCH_LANGS").unwrap_or_else(|_| "rust,c,go,python,js".into());
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -38,6 +38,7 @@ fn main() {
             "c" => Language::C,
             "python" => Language::Python,
             "js" => Language::Js,
+            "go" => Language::Go,
             other => panic!("unknown language {other}"),
         };
         let name = format!("bench-{lang}");
@@ -46,7 +47,6 @@ fn main() {
             name: &name,
             language,
             dir: &project,
-            sdk: Some(&root.join("guest-sdk")),
         })
         .unwrap();
         let status = Command::new(project.join("build.sh"))
@@ -75,8 +75,9 @@ fn main() {
         let cached_load = t.elapsed();
         assert_eq!(cached.provenance, kp::sandbox::Provenance::Cached);
 
-        // Fewer iterations for the heavy engines (a fresh Python instance is about a millisecond).
-        let heavy = matches!(language, Language::Python | Language::Js);
+        // Fewer iterations for the heavy runtimes (a fresh Python instance is about a millisecond,
+        // a Go one half of that).
+        let heavy = matches!(language, Language::Python | Language::Js | Language::Go);
         let fresh = per_iteration(if heavy { 200 } else { 5_000 }, || {
             std::hint::black_box(PluginInstance::new(plugin.clone()).unwrap());
         });

@@ -96,6 +96,7 @@ fn main() {
             ..Default::default()
         },
         watch: true,
+        wait_for_plugins: false,
         status_file: None,
         http: None,
     };

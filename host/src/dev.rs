@@ -1,105 +1,371 @@
 //! `kp dev`: the same engine as `kp run`, against an embedded broker (librdkafka's mock
-//! cluster). It prints the bootstrap address so any Kafka client can produce to it and read the
-//! outputs. With `--demo` it feeds sample records to every plugin's input topics, prints what
-//! the handlers produced, and exits.
+//! cluster), for trying handlers out.
 //!
-//! The mock cluster is for trying things out: it keeps at most 5 MiB per partition and drops
-//! older data silently. Claims about Kafka behaviour are tested on a real broker.
+//! - The broker answers on a fixed address (`--listen`, default [`DEFAULT_LISTEN`]), so a kcat
+//!   command or a script keeps working across restarts: kp forwards it to the mock cluster, whose
+//!   own port changes on every start (clients are told the mock's address after bootstrapping;
+//!   both are on this machine).
+//! - Every topic a manifest names (inputs, outputs, dead-letter topic) exists: created at start,
+//!   and for a plugin added or changed later, before it is loaded (`RunOptions::create_missing_topics`).
+//!   An output to a topic the manifest does not name is refused as under `kp run`.
+//! - An empty plugins folder waits for the first plugin.
+//! - `--tail` prints every record the plugins produce (JSON lines) until stopped; `--demo` feeds
+//!   sample records to every input topic, prints the outputs, and exits.
+//! - The mock cluster keeps at most 5 MiB or 100,000 batches per partition and drops the oldest
+//!   silently (`rd_kafka_mock_partition`'s `max_size`/`max_cnt`, fixed in librdkafka, not a
+//!   setting). kp dev watches for it: records dropped before a plugin handled them are reported
+//!   loudly, with how many. Claims about Kafka behaviour are tested on a real broker.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::GroupProtocol;
+use crate::kafka::{GroupProtocol, KafkaSettings};
 use crate::manifest::Manifest;
 use crate::replay::encode_bytes;
 use crate::runner::{self, RunConfig, RunReport};
+use crate::stop::{Stop, join_logged};
 
-/// Partitions of each topic created on the embedded broker.
-const PARTITIONS: i32 = 3;
+/// Partitions of each topic the embedded broker is given at start (a topic created later, for a
+/// plugin added while kp dev runs, gets the mock cluster's default, 4).
+pub const PARTITIONS: i32 = 3;
 
-/// Input, output and dead-letter topics named by the manifests in `dir`, so the embedded broker
-/// can create them.
-fn topics_of(dir: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+/// Where `kp dev`'s broker answers unless `--listen` says otherwise: not 9092, so it does not
+/// collide with a real Kafka broker on the same machine.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:19092";
+
+/// What `kp dev` does besides running the plugins.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Feed sample records to every input topic, print the outputs, and exit.
+    pub demo: bool,
+    /// Print every output record as it is produced, until stopped.
+    pub tail: bool,
+    /// Where the embedded broker answers (port 0: a free one, printed).
+    pub listen: SocketAddr,
+}
+
+/// The topics the manifests in `dir` name: (inputs, outputs and dead-letter topics).
+fn topics_of(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut inputs = BTreeSet::new();
     let mut outputs = BTreeSet::new();
-    for module in runner::module_files(dir)? {
-        let Ok(manifest) = Manifest::load_for(&module) else {
-            continue;
-        };
+    for manifest in manifests(dir) {
         inputs.extend(manifest.input_topics.iter().cloned());
         outputs.extend(manifest.declared_outputs().cloned());
         outputs.extend(manifest.on_failure.dead_letter_topic.iter().cloned());
     }
-    Ok((inputs, outputs))
+    (inputs, outputs)
 }
 
-/// Starts the embedded broker, runs the plugins in `config.plugins_dir` against it until
+/// The manifests of the modules in `dir` that have a readable one.
+fn manifests(dir: &Path) -> Vec<Manifest> {
+    runner::module_files(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|module| Manifest::load_for(module).ok())
+        .collect()
+}
+
+/// Points `kafka` at the embedded broker. The mock cluster rebalances slowly with long session
+/// timeouts, so the classic protocol gets short ones (unless the user set them). Classic only:
+/// under KIP-848 the broker owns these, and librdkafka refuses them.
+pub fn for_embedded_broker(kafka: &mut KafkaSettings, bootstrap: &str) {
+    kafka.brokers = bootstrap.to_string();
+    if kafka.group_protocol == GroupProtocol::Classic {
+        for (key, value) in [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+        ] {
+            kafka
+                .consumer
+                .entry(key.into())
+                .or_insert_with(|| value.into());
+        }
+    }
+}
+
+/// Creates `topics` on the embedded broker (those that exist already are left alone): `kp dev`'s
+/// registry calls it for a plugin whose topics are missing. The mock cluster has no CreateTopics
+/// (an admin request waits forever); it creates a topic when a client that allows it asks for
+/// the topic's metadata, with the mock's default partition count.
+pub(crate) fn create_topics(kafka: &KafkaSettings, topics: &[String]) -> Result<()> {
+    let mut config = kafka.metadata_config();
+    config.set("allow.auto.create.topics", "true");
+    let client: BaseConsumer = crate::kafka::settings::create_client(
+        &config,
+        rdkafka::consumer::DefaultConsumerContext,
+        "creating a client of the embedded broker",
+    )?;
+    for topic in topics {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let created = client
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+                .is_ok_and(|md| crate::kafka::has_topic(&md, topic));
+            if created {
+                println!("kp dev: created topic {topic}");
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the embedded broker did not create topic {topic}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the embedded broker and runs the plugins in `config.plugins_dir` against it until
 /// `shutdown` resolves (or, with `demo`, until the demo has printed its outputs).
 pub async fn dev(
     mut config: RunConfig,
-    demo: bool,
+    options: DevOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<RunReport> {
     let cluster = MockCluster::new(1).context("starting the embedded broker")?;
-    let bootstrap = cluster.bootstrap_servers();
-    let (inputs, outputs) = topics_of(&config.plugins_dir)?;
+    let mock = cluster.bootstrap_servers();
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "kp dev cannot listen on {} (in use: another kp dev, or a Kafka broker?): pick \
+                 another with --listen HOST:PORT (port 0 picks a free one)",
+                options.listen
+            )
+        })?;
+    let listen = listener.local_addr()?;
+    let forwarder = tokio::spawn(forward(listener, mock.clone()));
+    let (inputs, outputs) = topics_of(&config.plugins_dir);
     for topic in inputs.iter().chain(outputs.iter()) {
         cluster
             .create_topic(topic, PARTITIONS, 1)
             .with_context(|| format!("creating topic {topic}"))?;
     }
-    println!("kp dev: embedded Kafka broker at {bootstrap}");
+    println!("kp dev: embedded Kafka broker at {listen}");
+    if !inputs.is_empty() || !outputs.is_empty() {
+        println!(
+            "kp dev: topics: {}",
+            inputs
+                .iter()
+                .chain(outputs.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
-        "kp dev: topics: {}",
-        inputs
-            .iter()
-            .chain(outputs.iter())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "kp dev: for example: kcat -b {bootstrap} -P -t {} -k mykey",
+        "kp dev: for example: kcat -b {listen} -P -t {} -k mykey",
         inputs.first().map(String::as_str).unwrap_or("TOPIC")
     );
-    config.options.kafka.brokers = bootstrap.clone();
-    // The mock cluster rebalances slowly with long session timeouts. Classic protocol only:
-    // under KIP-848 the broker owns these, and librdkafka refuses them.
-    if config.options.kafka.group_protocol == GroupProtocol::Classic {
-        let consumer = &mut config.options.kafka.consumer;
-        for (key, value) in [
-            ("session.timeout.ms", "6000"),
-            ("heartbeat.interval.ms", "500"),
-        ] {
-            consumer.entry(key.into()).or_insert_with(|| value.into());
-        }
-    }
+    for_embedded_broker(&mut config.options.kafka, &mock);
+    config.options.create_missing_topics = true;
+    config.wait_for_plugins = config.watch;
+    // Records the embedded broker drops before a plugin handled them are said loudly.
+    let watch = Background::start("kp-dev-retention", {
+        let (dir, mock) = (config.plugins_dir.clone(), mock.clone());
+        move |stop| watch_retention(&dir, &mock, &stop)
+    })?;
+    let tail = if options.tail && !options.demo {
+        let (dir, mock) = (config.plugins_dir.clone(), mock.clone());
+        Some(Background::start("kp-dev-tail", move |stop| {
+            tail_outputs(&dir, &mock, &stop)
+        })?)
+    } else {
+        None
+    };
 
-    let report = if demo {
+    let report = if options.demo {
         let feed = async {
             let printed =
-                tokio::task::spawn_blocking(move || run_demo(&bootstrap, &inputs, &outputs)).await;
+                tokio::task::spawn_blocking(move || run_demo(&mock, &inputs, &outputs)).await;
             match printed {
                 Ok(Ok(n)) => println!("kp dev: demo done: {n} output record(s) shown"),
                 Ok(Err(e)) => eprintln!("kp dev: demo failed: {e:#}"),
                 Err(e) => eprintln!("kp dev: demo failed: {e}"),
             }
         };
-        runner::run(config, feed).await?
+        runner::run(config, feed).await
     } else {
         println!("kp dev: running; Ctrl-C stops");
-        runner::run(config, shutdown).await?
+        runner::run(config, shutdown).await
     };
+    drop(tail);
+    drop(watch);
+    forwarder.abort();
     drop(cluster);
-    Ok(report)
+    report
+}
+
+/// Forwards every connection to `listen` to the mock cluster at `mock`.
+async fn forward(listener: tokio::net::TcpListener, mock: String) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        let mock = mock.clone();
+        tokio::spawn(async move {
+            if let Ok(mut broker) = tokio::net::TcpStream::connect(&mock).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+            }
+        });
+    }
+}
+
+/// A thread of `kp dev`'s, stopped and joined when dropped.
+struct Background {
+    stop: Stop,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(name: &str, run: impl FnOnce(Stop) + Send + 'static) -> Result<Self> {
+        let stop = Stop::new();
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(stopped))
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Background {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.trigger();
+        if let Some(thread) = self.thread.take() {
+            join_logged(thread);
+        }
+    }
+}
+
+/// A client of the embedded broker that only reads (group `group`, never committing).
+fn reader(mock: &str, group: &str) -> Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", mock)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("log_level", "3")
+        .create()
+        .context("creating a client of the embedded broker")
+}
+
+/// `--tail`: prints every record produced to an output or dead-letter topic of any plugin in
+/// `dir` (the set is read again as plugins come and go), as JSON lines, until stopped.
+fn tail_outputs(dir: &Path, mock: &str, stop: &Stop) {
+    let consumer = match reader(mock, "kp-dev-tail") {
+        Ok(c) => c,
+        Err(e) => return eprintln!("kp dev: --tail: {e:#}"),
+    };
+    // Every topic but the broker's own; what is printed is filtered below.
+    if let Err(e) = consumer.subscribe(&["^[^_].*"]) {
+        return eprintln!("kp dev: --tail: {e}");
+    }
+    let mut outputs = BTreeSet::new();
+    let mut read_again = Instant::now();
+    while !stop.is_triggered() {
+        if read_again <= Instant::now() {
+            outputs = topics_of(dir).1;
+            read_again = Instant::now() + Duration::from_secs(1);
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if outputs.contains(m.topic()) => println!("{}", record_line(&m)),
+            _ => {}
+        }
+    }
+}
+
+/// One record as a JSON line (the format of `--demo` and `--tail`).
+fn record_line(m: &BorrowedMessage<'_>) -> serde_json::Value {
+    let headers: Vec<serde_json::Value> = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| serde_json::json!({"name": h.key, "value": encode_bytes(h.value)}))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
+        "key": encode_bytes(m.key()), "value": encode_bytes(m.payload()), "headers": headers,
+    })
+}
+
+/// Says, once per partition and plugin, when the embedded broker dropped records of an input
+/// topic that the plugin had not handled: the partition's first offset passed the group's
+/// committed one (the mock cluster drops the oldest records past 5 MiB or 100,000 batches).
+fn watch_retention(dir: &Path, mock: &str, stop: &Stop) {
+    let mut readers: BTreeMap<String, BaseConsumer> = BTreeMap::new();
+    let mut said: BTreeMap<(String, String, i32), i64> = BTreeMap::new();
+    while !stop.wait_timeout(Duration::from_secs(2)) {
+        for manifest in manifests(dir) {
+            let group = manifest.group_id.clone();
+            if !readers.contains_key(&group) {
+                match reader(mock, &group) {
+                    Ok(r) => {
+                        readers.insert(group.clone(), r);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let reader = &readers[&group];
+            for topic in &manifest.input_topics {
+                let partitions = reader
+                    .fetch_metadata(Some(topic), Duration::from_secs(2))
+                    .map(|md| {
+                        md.topics()
+                            .iter()
+                            .find(|t| t.name() == topic)
+                            .map_or(0, |t| t.partitions().len() as i32)
+                    })
+                    .unwrap_or(0);
+                for partition in 0..partitions {
+                    let Ok((low, _)) =
+                        reader.fetch_watermarks(topic, partition, Duration::from_secs(2))
+                    else {
+                        continue;
+                    };
+                    if low <= 0 {
+                        continue;
+                    }
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(topic, partition);
+                    let committed = match reader.committed_offsets(tpl, Duration::from_secs(2)) {
+                        Ok(got) => match got.elements().first().map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) => o,
+                            _ => 0,
+                        },
+                        Err(_) => continue,
+                    };
+                    let key = (manifest.name.clone(), topic.clone(), partition);
+                    let lost = low - committed;
+                    if lost > 0 && said.get(&key).is_none_or(|&before| before < low) {
+                        said.insert(key, low);
+                        tracing::error!(
+                            plugin = %manifest.name, topic = %topic, partition,
+                            "RECORDS LOST: the embedded broker dropped {lost} record(s) of \
+                             {topic}/{partition} (offsets {committed}..{low}) before the plugin \
+                             handled them: it keeps about 5 MiB or 100,000 batches per partition. \
+                             Produce less at once, or use a real broker (`kp run`) for volume."
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A demo record: key, value, headers.
@@ -192,28 +458,54 @@ fn run_demo(
     consumer.subscribe(&topics)?;
     let mut shown = 0;
     let mut last_seen = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Print outputs until none has arrived for 3 s after the first, or a minute has passed.
-    while Instant::now() < deadline && (shown == 0 || last_seen.elapsed() < Duration::from_secs(3))
+    let started = Instant::now();
+    // Outputs until none has arrived for 3 s after the first; when none comes at all (every
+    // partition halted, or a handler that outputs nothing), not longer than 15 s.
+    while (shown == 0 && started.elapsed() < Duration::from_secs(15))
+        || (shown > 0 && last_seen.elapsed() < Duration::from_secs(3))
     {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let headers: Vec<serde_json::Value> = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| serde_json::json!({"name": h.key, "value": encode_bytes(h.value)}))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let line = serde_json::json!({
-            "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
-            "key": encode_bytes(m.key()), "value": encode_bytes(m.payload()), "headers": headers,
-        });
-        println!("{line}");
+        println!("{}", record_line(&m));
         shown += 1;
         last_seen = Instant::now();
     }
+    if shown == 0 {
+        println!(
+            "kp dev: demo: no output within 15 s (the log above says why: a halted partition, or a handler that produces nothing)"
+        );
+    }
     Ok(shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_settings_pass_validation_under_both_group_protocols() {
+        for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
+            let mut kafka = KafkaSettings {
+                group_protocol: protocol,
+                ..KafkaSettings::default()
+            };
+            for_embedded_broker(&mut kafka, "127.0.0.1:1");
+            kafka
+                .validate()
+                .unwrap_or_else(|e| panic!("{protocol:?}: {e:#}"));
+            let config = kafka.consumer_config("p", "g", 10);
+            assert_eq!(
+                config.get("session.timeout.ms").is_some(),
+                protocol == GroupProtocol::Classic
+            );
+        }
+        // A value the user set is kept.
+        let mut kafka = KafkaSettings::default();
+        kafka
+            .consumer
+            .insert("session.timeout.ms".into(), "45000".into());
+        for_embedded_broker(&mut kafka, "127.0.0.1:1");
+        assert_eq!(kafka.consumer["session.timeout.ms"], "45000");
+    }
 }

@@ -66,6 +66,19 @@ pub fn read_plugin_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A TOML scalar (string, number, boolean, date) as the text a string-typed setting takes
+/// (librdkafka properties, a guest's `[config]`); `None` for an array or a table.
+pub fn toml_scalar_text(value: &toml::Value) -> Option<String> {
+    Some(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) | toml::Value::Table(_) => return None,
+    })
+}
+
 /// A TOML error as "line L, column C: what is wrong", without the quoted source line the
 /// `toml` crate adds (the file may not be what it claims to be, and its text may be secret).
 pub fn toml_error(error: &toml::de::Error, text: &str) -> String {

@@ -7,17 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use std::time::Duration;
 
-use kp::config::{FileConfig, property_strings};
+use kp::config::{CacheArgs, EngineArgs};
 use kp::guest::scaffold::{Language, NewProject};
-use kp::kafka::settings::{is_reference, looks_secret, parse_property};
-use kp::kafka::{CommitMode, GroupProtocol, KafkaSettings, RunOptions};
-use kp::runner::{RunConfig, RunReport};
+use kp::runner::RunReport;
 use kp::sandbox::compiler::Compiler;
-use kp::sandbox::{Allocation, ArtifactCache, Sandbox, SandboxConfig};
+use kp::sandbox::{Allocation, Sandbox, SandboxConfig};
 
 /// Runs sandboxed WebAssembly message handlers on Kafka.
 #[derive(Parser)]
@@ -59,6 +57,12 @@ enum Command {
         /// Feed sample records to every input topic, print the outputs, and exit.
         #[arg(long)]
         demo: bool,
+        /// Print every record the plugins produce (JSON lines) until stopped.
+        #[arg(long)]
+        tail: bool,
+        /// Where the embedded broker answers (port 0 picks a free one).
+        #[arg(long, default_value = kp::dev::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
     },
     /// Check a plugin module (and its manifest) and describe it; non-zero exit on bad input.
     Check {
@@ -78,6 +82,20 @@ enum Command {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// Run a handler over test messages and compare its results with the expected ones (a field
+    /// left out of an expected line matches anything); non-zero exit on a difference.
+    Test {
+        /// The module, NAME.wasm (its manifest NAME.toml is read if present).
+        plugin: PathBuf,
+        /// Input messages, JSON lines (`kp replay`'s input format).
+        #[arg(long, default_value = "test/input.jsonl")]
+        input: PathBuf,
+        /// Expected results, one JSON line per input message (`kp replay`'s output format).
+        #[arg(long, default_value = "test/expected.jsonl")]
+        expect: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
     /// Create a handler project that builds as it is: NAME/ with its source, manifest and build.sh.
     New {
         /// The plugin's name (lowercase letters, digits, '-'): NAME.wasm, NAME.toml, default topics.
@@ -88,9 +106,6 @@ enum Command {
         /// Where to create the project [default: ./NAME].
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// kp's guest-sdk folder, for Rust projects [default: the one kp was built from].
-        #[arg(long, env = "KP_SDK_DIR")]
-        sdk: Option<PathBuf>,
     },
     /// (internal) Compile a module read from stdin into OUT: kp runs this as a bounded child.
     #[command(name = "__compile", hide = true)]
@@ -108,177 +123,6 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-}
-
-#[derive(Args, Clone)]
-struct EngineArgs {
-    /// Folder of plugins: NAME.wasm with its manifest NAME.toml.
-    #[arg(long, env = "KP_PLUGINS")]
-    plugins: Option<PathBuf>,
-    /// A config file (see the README); command-line flags override it.
-    #[arg(long, env = "KP_CONFIG")]
-    config: Option<PathBuf>,
-    /// A librdkafka property for every client, as key=value (repeatable), like kcat's -X. A value
-    /// written ${env:NAME} or ${file:PATH} is read from there (use it for passwords).
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
-    properties: Vec<String>,
-    /// Let the producer run without idempotence (enable.idempotence=false): a retried send may
-    /// then write an output twice or out of order.
-    #[arg(long)]
-    accept_duplicates: bool,
-    /// Consumer group protocol [default: classic].
-    #[arg(long, value_enum)]
-    group_protocol: Option<GroupProtocol>,
-    /// When offsets are committed [default: eager].
-    #[arg(long, value_enum)]
-    commit_mode: Option<CommitMode>,
-    /// Bound on draining partitions at a rebalance or shutdown, in milliseconds [default: 30000].
-    #[arg(long)]
-    drain_timeout_ms: Option<u64>,
-    /// Messages librdkafka keeps queued per partition before it stops fetching it [default: 10000].
-    #[arg(long)]
-    queue_depth: Option<usize>,
-    /// At most this many messages per partition handled but not yet committed: what a crash can
-    /// make kp handle again [default: 5000].
-    #[arg(long)]
-    max_uncommitted: Option<u64>,
-    /// Worker threads that run the partitions of every plugin [default: the number of cores].
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Guest instances the engine holds room for, over all plugins: idle instances beyond it
-    /// are dropped, the longest unused first. At least twice --workers, plus 2 [default: 256].
-    #[arg(long)]
-    instance_pool: Option<u32>,
-    /// A name for this kp that stays the same across restarts (a pod or host name): makes each
-    /// plugin's consumer a static group member, so a restart within the session timeout gets
-    /// its partitions back at once. Must differ between kp processes sharing a plugin.
-    #[arg(long, env = "KP_INSTANCE_ID")]
-    instance_id: Option<String>,
-    /// Do not follow changes to the plugins folder (no hot reload).
-    #[arg(long)]
-    no_watch: bool,
-    /// Write the plugins' status (state, version, last error) to this JSON file on every change.
-    #[arg(long)]
-    status_file: Option<PathBuf>,
-    /// Serve /metrics, /healthz, /readyz, /status and POST /resume on this address, e.g.
-    /// 127.0.0.1:9464 [default: off].
-    #[arg(long, env = "KP_HTTP")]
-    http: Option<std::net::SocketAddr>,
-    #[command(flatten)]
-    cache: CacheArgs,
-}
-
-impl EngineArgs {
-    /// Resolves file + flags into a run configuration (brokers left empty for `dev`).
-    fn resolve(self, brokers: Option<String>) -> Result<RunConfig> {
-        let file = match &self.config {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
-        };
-        let mut common = property_strings(&file.kafka)?;
-        for p in &self.properties {
-            let (k, v) = parse_property(p)?;
-            if looks_secret(&k) && !is_reference(&v) {
-                tracing::warn!(
-                    "-X {k} is given on the command line, where other users can see it (ps, \
-                     /proc): write -X {k}=${{file:PATH}} or -X {k}=${{env:NAME}} instead"
-                );
-            }
-            common.insert(k, v);
-        }
-        let plugins = self
-            .plugins
-            .or(file.plugins)
-            .context("no plugins folder given (use --plugins DIR)")?;
-        let mut kafka = KafkaSettings {
-            brokers: brokers.or(file.brokers).unwrap_or_default(),
-            group_protocol: self
-                .group_protocol
-                .or(file.group_protocol.map(Into::into))
-                .unwrap_or_default(),
-            common,
-            consumer: property_strings(&file.kafka_consumer)?,
-            producer: property_strings(&file.kafka_producer)?,
-            accept_duplicates: self.accept_duplicates || file.accept_duplicates.unwrap_or(false),
-            instance_id: self.instance_id.or(file.instance_id),
-            // Set by the runner when it serves /metrics and /status.
-            partition_statistics: false,
-        };
-        kafka.resolve_references()?;
-        let queue_depth = self
-            .queue_depth
-            .or(file.queue_depth)
-            .unwrap_or(kp::kafka::DEFAULT_QUEUE_DEPTH);
-        anyhow::ensure!(queue_depth >= 2, "--queue-depth must be at least 2");
-        let mut policy = kp::policy::Policy {
-            tenancy: file.tenancy.unwrap_or_default(),
-            plugins: file.policy,
-        };
-        policy.resolve_references()?;
-        let max_uncommitted = self
-            .max_uncommitted
-            .or(file.max_uncommitted)
-            .unwrap_or(kp::kafka::DEFAULT_MAX_UNCOMMITTED);
-        anyhow::ensure!(max_uncommitted >= 1, "--max-uncommitted must be at least 1");
-        let workers = self
-            .workers
-            .or(file.workers)
-            .unwrap_or_else(kp::kafka::executor::default_workers);
-        let instance_pool = self
-            .instance_pool
-            .or(file.instance_pool)
-            .unwrap_or(kp::sandbox::DEFAULT_INSTANCE_POOL);
-        kp::sandbox::check_capacity(workers, instance_pool)?;
-        Ok(RunConfig {
-            plugins_dir: plugins,
-            options: RunOptions {
-                kafka,
-                commit_mode: self
-                    .commit_mode
-                    .or(file.commit_mode.map(Into::into))
-                    .unwrap_or_default(),
-                drain_timeout: self
-                    .drain_timeout_ms
-                    .or(file.drain_timeout_ms)
-                    .map(Duration::from_millis)
-                    .unwrap_or(kp::kafka::DEFAULT_DRAIN_TIMEOUT),
-                queue_depth,
-                max_uncommitted,
-                policy,
-                workers,
-            },
-            watch: !self.no_watch,
-            status_file: self.status_file,
-            http: self.http.or(file.http),
-            sandbox: SandboxConfig {
-                cache_dir: self.cache.dir(),
-                allocation: Allocation::Pooling {
-                    max_instances: instance_pool,
-                },
-                compiler: Compiler::child_of_this_process()?,
-            },
-        })
-    }
-}
-
-#[derive(Args, Clone)]
-struct CacheArgs {
-    /// Folder of the compiled-artifact cache [default: $XDG_CACHE_HOME/kp or ~/.cache/kp].
-    #[arg(long, env = "KP_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Compile every module afresh; neither read nor write the cache.
-    #[arg(long)]
-    no_cache: bool,
-}
-
-impl CacheArgs {
-    fn dir(&self) -> Option<PathBuf> {
-        if self.no_cache {
-            None
-        } else {
-            self.cache_dir.clone().or_else(ArtifactCache::default_dir)
-        }
-    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -363,10 +207,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let report = report?;
             Ok(finish(report))
         }
-        Command::Dev { engine, demo } => {
+        Command::Dev {
+            engine,
+            demo,
+            tail,
+            listen,
+        } => {
             let config = engine.resolve(Some("embedded".into()))?;
+            let options = kp::dev::DevOptions { demo, tail, listen };
             let runtime = tokio::runtime::Runtime::new()?;
-            let report = runtime.block_on(kp::dev::dev(config, demo, interrupted()));
+            let report = runtime.block_on(kp::dev::dev(config, options, interrupted()));
             runtime.shutdown_timeout(Duration::from_secs(1));
             let report = report?;
             Ok(finish(report))
@@ -377,18 +227,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::New {
-            name,
-            lang,
-            dir,
-            sdk,
-        } => {
+        Command::New { name, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let build = kp::guest::scaffold::create(&NewProject {
                 name: &name,
                 language: lang,
                 dir: &dir,
-                sdk: sdk.as_deref(),
             })?;
             println!("created {}; build it with {build}", dir.display());
             Ok(ExitCode::SUCCESS)
@@ -414,6 +258,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {} ({} bytes)", output.display(), component.len());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Test {
+            plugin,
+            input,
+            expect,
+            cache,
+        } => {
+            let sandbox = one_shot_sandbox(&cache)?;
+            let loaded = sandbox.load(&plugin)?;
+            let expected = std::fs::read_to_string(&expect)
+                .with_context(|| format!("reading the expected results {}", expect.display()))?;
+            let report = kp::testing::run(
+                loaded,
+                BufReader::new(open(&input)?),
+                &expected,
+                &expect.display().to_string(),
+            )
+            .with_context(|| format!("running {} over {}", plugin.display(), input.display()))?;
+            if report.passed() {
+                println!(
+                    "kp test: {}: {} case(s) passed",
+                    plugin.display(),
+                    report.cases
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            for mismatch in &report.mismatches {
+                println!("{mismatch}");
+            }
+            let failed: std::collections::BTreeSet<usize> =
+                report.mismatches.iter().map(|m| m.case).collect();
+            println!(
+                "kp test: {}: FAILED: {} of {} case(s) differ from {} (the whole results: kp replay --plugin {} --input {})",
+                plugin.display(),
+                failed.len(),
+                report.cases.max(failed.iter().copied().max().unwrap_or(0)),
+                expect.display(),
+                plugin.display(),
+                input.display()
+            );
+            Ok(ExitCode::FAILURE)
         }
         Command::Replay {
             plugin,

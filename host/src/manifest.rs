@@ -344,16 +344,11 @@ impl Manifest {
         }
         let mut config = BTreeMap::new();
         for (key, value) in raw.config {
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                toml::Value::Datetime(d) => d.to_string(),
-                toml::Value::Array(_) | toml::Value::Table(_) => bail!(
+            let Some(text) = crate::files::toml_scalar_text(&value) else {
+                bail!(
                     "config.{key} must be a string, number, boolean or date (the guest reads strings), not a {}",
                     value.type_str()
-                ),
+                );
             };
             config.insert(key, text);
         }

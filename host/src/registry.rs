@@ -5,14 +5,20 @@
 //! - a new module starts a new plugin (its consumer joins its group);
 //! - a changed module or manifest is loaded and checked while the old version keeps handling
 //!   messages; only a version that loads, links and starts is published, and each partition
-//!   worker switches to it between two messages ([`crate::kafka::worker`]);
+//!   task switches to it between two messages ([`crate::kafka::partition`]);
 //! - a manifest that changes the topics or the group restarts that plugin's consumer (drain,
 //!   commit, leave, join again); other changes (limits, config, output topic) are a swap;
 //! - a deleted module stops its plugin cleanly (drain, commit, leave the group);
 //! - a bad new version never replaces a good one: the old one keeps running, the reason is logged
-//!   with the file name and kept in the status.
+//!   with the file name and kept in the status;
+//! - a module that does not parse right after it changed may still be arriving: the caller is
+//!   asked to look again once the file has been quiet ([`Synced::LookAgain`]), and the same
+//!   bytes failing twice are refused. Nothing sleeps under the registry's lock.
+//!
+//! What to do with a loaded version is decided by [`plan`], a pure function unit-tested below;
+//! [`PluginRegistry::sync`] loads, checks, and applies the plan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -57,6 +63,20 @@ pub struct PluginRegistry {
     views: PluginViews,
     /// Every plugin's idle guest instances (a full pool makes room from them).
     instances: Arc<crate::kafka::instances::AllInstances>,
+    /// Modules that failed to parse once and were not refused yet, with the size and time they
+    /// had: failing again unchanged refuses them (they were not still arriving).
+    unsettled: HashMap<String, Fingerprint>,
+}
+
+/// What a sync asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Synced {
+    /// The plugin matches its files (started, swapped, stopped or refused, or unchanged).
+    Done,
+    /// The module did not parse and may still be being written: sync it again once its files
+    /// have been quiet for a while.
+    LookAgain,
 }
 
 /// What loading a version of a plugin leads to, given the version running (if any).
@@ -185,7 +205,7 @@ pub fn plugin_of(path: &Path) -> Option<String> {
 }
 
 /// Size and modification time, to tell whether a file is still being written.
-fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
+fn fingerprint(path: &Path) -> Fingerprint {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok()?))
 }
@@ -224,6 +244,7 @@ impl PluginRegistry {
             executor: Arc::new(executor),
             views: PluginViews::default(),
             instances: Arc::new(crate::kafka::instances::AllInstances::new(idle_cap)),
+            unsettled: HashMap::new(),
         })
     }
 
@@ -232,22 +253,33 @@ impl PluginRegistry {
         self.running.keys().cloned().collect()
     }
 
-    /// Syncs every plugin of the folder (at start), and says once what in it is not loaded.
+    /// Syncs every plugin of the folder (at start), and says once what in it is not loaded. A
+    /// module still being written is looked at again (a few times, a quiet period apart).
     pub fn sync_all(&mut self) -> Result<()> {
         let (modules, ignored) = scan(&self.dir)?;
         for why in ignored {
             tracing::warn!("plugins folder: ignored: {why}");
         }
-        for module in modules {
-            if let Some(name) = plugin_of(&module) {
-                self.sync(&name);
+        let mut again: Vec<String> = modules.iter().filter_map(|m| plugin_of(m)).collect();
+        for _ in 0..10 {
+            again.retain(|name| self.sync(name) == Synced::LookAgain);
+            if again.is_empty() {
+                break;
             }
+            std::thread::sleep(crate::watcher::QUIET);
+        }
+        for name in again {
+            tracing::warn!(
+                plugin = %name,
+                "the module is still changing: not loaded yet (the folder watcher loads it once \
+                 it is complete)"
+            );
         }
         Ok(())
     }
 
     /// Makes plugin `name` match its files.
-    pub fn sync(&mut self, name: &str) {
+    pub fn sync(&mut self, name: &str) -> Synced {
         let module = self.dir.join(format!("{name}.wasm"));
         let file = module_file(&module);
         match file {
@@ -256,13 +288,13 @@ impl PluginRegistry {
                 if self.stop_running(name) {
                     self.status.set(name, PluginState::Removed, None, None);
                 }
-                return;
+                return Synced::Done;
             }
             // What replaced the module cannot be loaded: the module is gone, as if deleted.
             ModuleFile::Unusable(why) => {
                 self.stop_running(name);
                 self.refuse(name, why);
-                return;
+                return Synced::Done;
             }
         }
         let before = fingerprint(&module);
@@ -270,17 +302,21 @@ impl PluginRegistry {
         let plugin = match self.sandbox.load_admitted(&module, &|m| policy.apply(m)) {
             Ok(plugin) => plugin,
             Err(e) => {
-                if fingerprint(&module) != before || still_arriving(&e, &module, before) {
+                let now = fingerprint(&module);
+                let seen = self.unsettled.insert(name.to_string(), before);
+                if look_again(&e, before, now, seen) {
                     tracing::debug!(
                         plugin = name,
-                        "module is still being written; waiting for it"
+                        "module is still being written; looking again once it is quiet"
                     );
-                    return;
+                    return Synced::LookAgain;
                 }
-                self.refuse(name, e.to_string());
-                return;
+                self.unsettled.remove(name);
+                self.refuse(name, e.report());
+                return Synced::Done;
             }
         };
+        self.unsettled.remove(name);
         if plugin.manifest.input_topics.is_empty() {
             let why = format!(
                 "{}: not started: {} names no input-topics (a module needs a manifest NAME.toml with input-topics to run)",
@@ -288,11 +324,11 @@ impl PluginRegistry {
                 Manifest::path_for(&module).display()
             );
             self.refuse(name, why);
-            return;
+            return Synced::Done;
         }
         if let Err(why) = self.conflicts(name, &plugin.manifest) {
             self.refuse(name, format!("{}: not started: {why}", module.display()));
-            return;
+            return Synced::Done;
         }
         let running = self.running.get(name).map(|r| r.versions.load_full());
         let plan = plan(
@@ -302,9 +338,16 @@ impl PluginRegistry {
             (&plugin.content_hash, &plugin.manifest),
         );
         if plan == ReloadPlan::Unchanged {
-            return; // nothing changed (a touch, or the same bytes written again)
+            return Synced::Done; // nothing changed (a touch, or the same bytes written again)
         }
-        match self.missing_topics(&plugin) {
+        let missing = self.missing_topics(&plugin).and_then(|missing| {
+            if self.options.create_missing_topics && !missing.is_empty() {
+                crate::dev::create_topics(&self.options.kafka, &missing)?;
+                return Ok(Vec::new());
+            }
+            Ok(missing)
+        });
+        match missing {
             Ok(missing) if missing.is_empty() => {}
             Ok(missing) => {
                 let why = format!(
@@ -313,11 +356,11 @@ impl PluginRegistry {
                     Manifest::path_for(&module).display()
                 );
                 self.refuse(name, why);
-                return;
+                return Synced::Done;
             }
             Err(e) => {
                 self.refuse(name, format!("plugin {name}: {e:#}"));
-                return;
+                return Synced::Done;
             }
         }
         if let (ReloadPlan::Swap, Some(previous)) = (plan, &running) {
@@ -335,7 +378,7 @@ impl PluginRegistry {
                 Some(plugin.version().to_string()),
                 None,
             );
-            return;
+            return Synced::Done;
         }
         if let Some(old) = self.running.remove(name) {
             tracing::info!(
@@ -344,8 +387,7 @@ impl PluginRegistry {
             );
             // Not ready while the new consumer joins.
             self.forget_view(name);
-            old.consumer.request_stop();
-            old.consumer.join();
+            drop(old); // drains, commits, leaves the group
         }
         let versions = Arc::new(ArcSwap::new(plugin.clone()));
         match PluginConsumer::start(
@@ -372,6 +414,7 @@ impl PluginRegistry {
             }
             Err(e) => self.refuse(name, format!("{e:#}")),
         }
+        Synced::Done
     }
 
     /// Records why a plugin (or a new version of it) was not started.
@@ -424,8 +467,7 @@ impl PluginRegistry {
         };
         tracing::info!(plugin = name, "module removed: stopping the plugin");
         self.forget_view(name);
-        running.consumer.request_stop();
-        running.consumer.join();
+        drop(running); // drains, commits, leaves the group
         true
     }
 
@@ -503,9 +545,7 @@ impl PluginRegistry {
         for r in running.values() {
             r.consumer.request_stop();
         }
-        for (_, r) in running {
-            r.consumer.join();
-        }
+        drop(running); // each drains, commits and leaves; together, since all were asked first
     }
 }
 
@@ -546,22 +586,51 @@ impl rdkafka::ClientContext for MetadataContext {
 
 impl rdkafka::consumer::ConsumerContext for MetadataContext {}
 
-/// A module that fails to parse right after it changed may simply not be complete yet: wait a
-/// moment and look again before calling it bad.
-fn still_arriving(error: &LoadError, module: &Path, before: Option<(u64, SystemTime)>) -> bool {
-    if !matches!(
+/// Size and modification time of a module file.
+type Fingerprint = Option<(u64, SystemTime)>;
+
+/// Whether a module that failed to load (`error`, read at `before`, looking like `now` after the
+/// attempt) is looked at again rather than refused: when it changed during the attempt, or when
+/// it does not parse and this is the first failure of these bytes (`seen`: the fingerprint of
+/// its previous failure). It may still be being written.
+fn look_again(
+    error: &LoadError,
+    before: Fingerprint,
+    now: Fingerprint,
+    seen: Option<Fingerprint>,
+) -> bool {
+    let may_be_arriving = matches!(
         error,
         LoadError::Invalid { .. } | LoadError::NotWasm { .. } | LoadError::Io { .. }
-    ) {
-        return false;
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    fingerprint(module) != before
+    );
+    now != before || (may_be_arriving && seen != Some(before))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_that_does_not_parse_is_looked_at_again_once_then_refused() {
+        let at = |len| Some((len, SystemTime::UNIX_EPOCH));
+        let invalid = LoadError::NotWasm {
+            path: "m.wasm".into(),
+            reason: "cut".into(),
+        };
+        let manifest = LoadError::NotAllowed {
+            path: "m.wasm".into(),
+            reason: "no".into(),
+        };
+        // Changed while being loaded: always again.
+        assert!(look_again(&manifest, at(1), at(2), None));
+        // Does not parse: again the first time, refused when the same bytes fail again.
+        assert!(look_again(&invalid, at(5), at(5), None));
+        assert!(!look_again(&invalid, at(5), at(5), Some(at(5))));
+        // Other bytes failing: again.
+        assert!(look_again(&invalid, at(6), at(6), Some(at(5))));
+        // A refusal that does not come from half a file: at once.
+        assert!(!look_again(&manifest, at(5), at(5), None));
+    }
 
     fn manifest(topics: &[&str], group: &str) -> Manifest {
         let text = format!(

@@ -28,6 +28,9 @@ pub struct RunConfig {
     pub sandbox: SandboxConfig,
     /// Follow changes to the plugins folder (hot reload).
     pub watch: bool,
+    /// Start with no plugin that can run and wait for one to appear (`kp dev`; needs `watch`).
+    /// `kp run` refuses to start instead: a deployment with nothing to run is a mistake.
+    pub wait_for_plugins: bool,
     /// Where to write the plugins' status as JSON after every change.
     pub status_file: Option<PathBuf>,
     /// Where to serve `/metrics`, `/healthz`, `/readyz`, `/status` and `/resume` (off: `None`).
@@ -37,8 +40,6 @@ pub struct RunConfig {
 /// How a run went, for the exit status.
 #[derive(Debug, Default)]
 pub struct RunReport {
-    /// Plugins that ran at the end.
-    pub running: Vec<String>,
     /// Plugins that were refused at the end, with the reason.
     pub refused: Vec<String>,
     /// Partitions that halted on a message they could not finish.
@@ -149,7 +150,12 @@ impl RunningHost {
             status.clone(),
         )?;
         registry.sync_all()?;
-        if registry.running().is_empty() {
+        if registry.running().is_empty() && config.wait_for_plugins && config.watch {
+            tracing::info!(
+                dir = %config.plugins_dir.display(),
+                "no plugin runs yet: waiting for one (NAME.wasm with its manifest NAME.toml)"
+            );
+        } else if registry.running().is_empty() {
             let refused = refusals(&status);
             bail!(
                 "no plugin can run from {} ({} refused{})",
@@ -182,20 +188,15 @@ impl RunningHost {
     }
 
     fn stop(self) -> Result<RunReport> {
-        if let Some(w) = self.watcher {
-            w.stop();
-        }
-        let running = {
-            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-            let running = registry.running();
-            registry.stop_all();
-            running
-        };
+        drop(self.watcher); // stops and joins the watcher: no sync runs from here on
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop_all();
         if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
             tracing::warn!("producer flush at exit: {e}");
         }
         Ok(RunReport {
-            running,
             refused: refusals(&self.status),
             halts: self.health.halts(),
         })

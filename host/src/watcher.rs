@@ -2,12 +2,11 @@
 //! whose files changed. Files arrive in many ways (written in place in chunks, truncated then
 //! rewritten, written under a temporary name and renamed, copied slowly): a plugin is synced only
 //! once its files have been quiet for [`QUIET`], hidden temporary names are ignored, reads (kp's
-//! own loading) are not changes, and the registry re-checks a module that fails to parse while it
-//! is still changing.
+//! own loading) are not changes, and a module that fails to parse right after it changed is looked
+//! at again once quiet ([`Synced::LookAgain`]) before it is refused.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,49 +14,57 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use crate::registry::{PluginRegistry, plugin_of};
+use crate::registry::{PluginRegistry, Synced, plugin_of};
+use crate::stop::{Stop, join_logged};
 
 /// A file must be quiet this long before it is looked at.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// The watching thread.
+/// The watching thread; stopped and joined when dropped.
 pub struct PluginWatcher {
-    stop: Arc<AtomicBool>,
+    /// Wakes the thread at once (it waits on file events and this together).
+    stop: Stop,
     thread: Option<JoinHandle<()>>,
 }
 
 impl PluginWatcher {
     pub fn start(dir: &Path, registry: Arc<Mutex<PluginRegistry>>) -> Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<notify::Result<notify::Event>>();
-        let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
+        let (tx, rx) = crossbeam_channel::unbounded::<notify::Result<notify::Event>>();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })
+        .context("starting the file watcher")?;
         watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", dir.display()))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let stop = Stop::new();
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("kp-watch".into())
             .spawn(move || {
                 let _watcher = watcher; // watching stops when it is dropped
-                // Plugins whose files changed, and when they last did.
+                // Plugins whose files changed (or that must be looked at again), and when.
                 let mut changed: HashMap<String, Instant> = HashMap::new();
-                while !flag.load(Ordering::Acquire) {
+                while !stopped.is_triggered() {
                     let wait = changed
                         .values()
                         .map(|at| QUIET.saturating_sub(at.elapsed()))
                         .min()
-                        .unwrap_or(Duration::from_millis(100))
-                        .min(Duration::from_millis(100));
-                    match rx.recv_timeout(wait) {
-                        // Reading a file (kp itself loading it) is not a change.
-                        Ok(Ok(event)) if !matches!(event.kind, EventKind::Access(_)) => {
-                            for name in event.paths.iter().filter_map(|p| plugin_of(p)) {
-                                changed.insert(name, Instant::now());
+                        .unwrap_or(Duration::from_secs(3600));
+                    crossbeam_channel::select! {
+                        recv(stopped.signal()) -> _ => break,
+                        recv(rx) -> event => match event {
+                            // Reading a file (kp itself loading it) is not a change.
+                            Ok(Ok(event)) if !matches!(event.kind, EventKind::Access(_)) => {
+                                for name in event.paths.iter().filter_map(|p| plugin_of(p)) {
+                                    changed.insert(name, Instant::now());
+                                }
                             }
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!("file watcher: {e}"),
-                        Err(_) => {}
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => tracing::warn!("file watcher: {e}"),
+                            Err(_) => break, // the notify watcher is gone
+                        },
+                        default(wait) => {}
                     }
                     let quiet: Vec<String> = changed
                         .iter()
@@ -65,15 +72,19 @@ impl PluginWatcher {
                         .map(|(n, _)| n.clone())
                         .collect();
                     for name in quiet {
-                        if flag.load(Ordering::Acquire) {
+                        if stopped.is_triggered() {
                             break;
                         }
                         changed.remove(&name);
                         tracing::debug!(plugin = %name, "files changed");
-                        registry
+                        let synced = registry
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .sync(&name);
+                        if synced == Synced::LookAgain {
+                            // Still being written: looked at again once quiet, lock released.
+                            changed.insert(name, Instant::now());
+                        }
                     }
                 }
             })
@@ -84,12 +95,14 @@ impl PluginWatcher {
             thread: Some(thread),
         })
     }
+}
 
+impl Drop for PluginWatcher {
     /// Stops watching (a sync in progress finishes first).
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
+    fn drop(&mut self) {
+        self.stop.trigger();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            join_logged(t);
         }
     }
 }

@@ -296,11 +296,7 @@ pub fn seq_records(n: usize, keys: usize) -> Vec<Rec> {
 pub fn count_by_seq(outputs: &[Read], n: usize) -> Vec<u32> {
     let mut seen = vec![0u32; n];
     for r in outputs {
-        seen[r
-            .header_str("seq")
-            .expect("seq header")
-            .parse::<usize>()
-            .unwrap()] += 1;
+        seen[r.seq()] += 1;
     }
     seen
 }
@@ -324,6 +320,13 @@ impl Read {
     }
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).map(|v| std::str::from_utf8(v).unwrap())
+    }
+    /// The `seq` header [`seq_records`] gave its input.
+    pub fn seq(&self) -> usize {
+        self.header_str("seq")
+            .expect("seq header")
+            .parse()
+            .expect("seq is a number")
     }
 }
 
@@ -729,6 +732,32 @@ impl Kp {
             command.env(k, v);
         }
         let child = command.spawn().expect("starting kp");
+        Kp {
+            child,
+            log,
+            _logdir: logdir,
+        }
+    }
+
+    /// Starts `kp dev` on `plugins` (its embedded broker) with extra arguments. Its standard
+    /// output (what `--tail` and `--demo` print) goes to the log file too.
+    pub fn dev(plugins: &Path, extra: &[&str]) -> Kp {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("kp.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(kp_bin())
+            .arg("dev")
+            .arg("--plugins")
+            .arg(plugins)
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(extra)
+            .env("KP_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("starting kp dev");
         Kp {
             child,
             log,

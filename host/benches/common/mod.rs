@@ -1,22 +1,27 @@
-//! What the benchmarks share: the broker address, numeric settings from the environment, unique
-//! names, topic creation, producing the input, a group's committed total, building the example
+//! What the benchmarks share beyond the tests' helpers (`support`, the same module the
+//! integration tests use: the broker address, unique names, topic creation): numeric settings
+//! from the environment, producing the input, a group's committed total, building the example
 //! plugins, the benchmark message and a timing loop.
 
 #![allow(dead_code)]
+
+#[path = "../../../tests/support/mod.rs"]
+pub mod support;
+
+#[allow(unused_imports)] // each bench uses some
+pub use support::{create_topic, unique};
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// The broker under test (`KP_TEST_BROKERS`, default 127.0.0.1:9092).
+/// The broker under test (`KP_TEST_BROKERS`, default 127.0.0.1:9092), checked once.
 pub fn brokers() -> String {
-    std::env::var("KP_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    support::brokers().to_string()
 }
 
 /// A number from the environment, or `default`.
@@ -25,15 +30,6 @@ pub fn env_num(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A name unique to this run.
-pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}", nanos % 10_000_000_000)
 }
 
 /// Produces `n` records of 100 bytes keyed over `keys` keys; returns the rate.
@@ -88,22 +84,11 @@ pub fn committed_total(client: &BaseConsumer, topic: &str, partitions: i32) -> O
     Some(sum)
 }
 
-/// Creates topics of `partitions` partitions and gives the broker a moment to elect leaders.
+/// Creates topics of `partitions` partitions, each ready (its partitions have leaders).
 pub fn create_topics(names: &[&str], partitions: i32) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in rt.block_on(admin.create_topics(&topics, &options)).unwrap() {
-        result.unwrap();
+    for name in names {
+        create_topic(name, partitions);
     }
-    std::thread::sleep(Duration::from_secs(1));
 }
 
 /// Builds the example plugins (plugins/build.sh) and returns their folder.

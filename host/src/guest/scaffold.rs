@@ -1,10 +1,12 @@
 //! `kp new NAME --lang LANG`: writes a handler project that builds as it is (`./build.sh`) into
 //! `NAME.wasm` beside its manifest `NAME.toml`, ready for `kp check` and a plugins folder.
 //!
-//! JavaScript, Python and C projects carry their SDK in `sdk/` (embedded in this binary, so it
-//! always matches the host's WIT). A Rust project depends on the `kp-guest` crate by path.
+//! Every project carries its SDK in `sdk/`, embedded in this binary, so it always matches the
+//! host's WIT and the project builds wherever it is copied (a Rust project's `kp-guest` crate is
+//! `sdk/kp-guest`, a path dependency inside the project). Every project has a first test case,
+//! `test/input.jsonl` and `test/expected.jsonl`, which `kp test NAME.wasm` runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -17,9 +19,10 @@ pub enum Language {
     Js,
     Python,
     C,
+    Go,
 }
 
-/// One file of a project; `{{name}}`, `{{crate}}` and `{{sdk}}` are filled in.
+/// One file of a project; `{{name}}` and `{{crate}}` are filled in.
 struct Template {
     path: &'static str,
     text: &'static str,
@@ -52,6 +55,9 @@ const RUST: &[Template] = &[
     file("Cargo.toml", sdk!("rust/template/Cargo.toml")),
     file("src/lib.rs", sdk!("rust/template/lib.rs")),
     script("build.sh", sdk!("rust/template/build.sh")),
+    file("sdk/kp-guest/Cargo.toml", sdk!("rust/Cargo.toml")),
+    file("sdk/kp-guest/src/lib.rs", sdk!("rust/src/lib.rs")),
+    file("sdk/kp-guest/wit/kp.wit", KP_WIT),
     file(".gitignore", "/target\n*.wasm\n"),
 ];
 
@@ -94,6 +100,19 @@ const C: &[Template] = &[
     file(".gitignore", "*.wasm\n"),
 ];
 
+const GO: &[Template] = &[
+    file("main.go", sdk!("go/template/main.go")),
+    file("go.mod", sdk!("go/template/go.mod")),
+    script("build.sh", sdk!("go/template/build.sh")),
+    file("sdk/go.mod", sdk!("go/go.mod")),
+    file("sdk/kp.go", sdk!("go/kp.go")),
+    file("sdk/abi.go", sdk!("go/abi.go")),
+    file("sdk/alloc.go", sdk!("go/alloc.go")),
+    file("sdk/alloc_call.go", sdk!("go/alloc_call.go")),
+    script("sdk/build.sh", sdk!("go/build.sh")),
+    file(".gitignore", "*.wasm\n"),
+];
+
 const MANIFEST: &str = "\
 # Manifest of the {{name}} plugin: put {{name}}.wasm and this file side by side in kp's plugins
 # folder. Every key is described in the kp README (\"The manifest\").
@@ -118,15 +137,19 @@ pub struct NewProject<'a> {
     pub language: Language,
     /// Where the project folder goes (created; must not exist yet).
     pub dir: &'a Path,
-    /// The repository's `guest-sdk` folder (only Rust projects refer to it).
-    pub sdk: Option<&'a Path>,
 }
 
-/// The `guest-sdk` folder of the source tree this binary was built from, if it still exists.
-pub fn built_in_sdk_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
-    dir.join("rust/Cargo.toml").is_file().then_some(dir)
-}
+/// How the kp-guest crate names the WIT folder in kp's source tree (`guest-sdk/rust`).
+const RUST_SDK_WIT_IN_TREE: &str = "path: \"../../wit\"";
+
+/// The first test case of every project (all templates do the same): a message is copied to the
+/// output topic with a `handled-by` header, a tombstone is a bad message.
+const TEST_INPUT: &str = r#"{"key": "k1", "value": "hello", "headers": [{"name": "source", "value": "kp new"}]}
+{"key": "k2", "value": null}
+"#;
+const TEST_EXPECTED: &str = r#"{"offset": 0, "outputs": [{"topic": "{{name}}-out", "key": "k1", "value": "hello", "headers": [{"name": "source", "value": "kp new"}, {"name": "handled-by", "value": "{{name}}"}]}]}
+{"offset": 1, "error": {"kind": "bad-message"}}
+"#;
 
 /// Writes the project; returns the command that builds it.
 pub fn create(project: &NewProject<'_>) -> Result<String> {
@@ -137,38 +160,18 @@ pub fn create(project: &NewProject<'_>) -> Result<String> {
             project.dir.display()
         );
     }
-    let sdk = match project.language {
-        Language::Rust => {
-            let sdk = project
-                .sdk
-                .map(Path::to_path_buf)
-                .or_else(built_in_sdk_dir)
-                .context(
-                    "a Rust project depends on the kp-guest crate: pass --sdk PATH/TO/kp/guest-sdk",
-                )?;
-            let sdk = sdk
-                .canonicalize()
-                .with_context(|| format!("--sdk {}", sdk.display()))?;
-            if !sdk.join("rust/Cargo.toml").is_file() {
-                bail!(
-                    "{} has no rust/Cargo.toml: --sdk must name kp's guest-sdk folder",
-                    sdk.display()
-                );
-            }
-            sdk.display().to_string()
-        }
-        _ => String::new(),
-    };
     let templates = match project.language {
         Language::Rust => RUST,
         Language::Js => JS,
         Language::Python => PYTHON,
         Language::C => C,
+        Language::Go => GO,
     };
     let fill = |text: &str| {
         text.replace("{{name}}", project.name)
             .replace("{{crate}}", &project.name.replace('-', "_"))
-            .replace("{{sdk}}", &sdk)
+            // kp-guest reads the WIT from the repository's wit/; in a project, from its own.
+            .replace(RUST_SDK_WIT_IN_TREE, "path: \"wit\"")
     };
     let manifest = format!("{}.toml", project.name);
     let readme = fill(&readme(project.language));
@@ -178,6 +181,8 @@ pub fn create(project: &NewProject<'_>) -> Result<String> {
         .chain([
             (manifest.as_str(), MANIFEST, false),
             ("README.md", readme.as_str(), false),
+            ("test/input.jsonl", TEST_INPUT, false),
+            ("test/expected.jsonl", TEST_EXPECTED, false),
         ]);
     for (path, text, executable) in all {
         let target = project.dir.join(path);
@@ -223,6 +228,7 @@ fn readme(language: Language) -> String {
             "app.py",
             "Python 3 (build.sh installs componentize-py into sdk/.venv once)",
         ),
+        Language::Go => ("main.go", "Go 1.24 or newer and kp on PATH"),
         Language::C => (
             "handler.c",
             "clang, lld and wasi-libc (Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32) and kp on PATH",
@@ -230,13 +236,21 @@ fn readme(language: Language) -> String {
     };
     format!(
         "# {{{{name}}}}: a kp message handler\n\n\
-         Your handler is in `{source}`; its manifest (topics, limits, failure policy, config) in `{{{{name}}}}.toml`.\n\n\
+         Your handler is in `{source}`; its manifest (topics, limits, failure policy, config) in \
+         `{{{{name}}}}.toml`; its test cases in `test/` (input messages, expected results).\n\n\
          ```sh\n\
-         ./build.sh                                   # -> {{{{name}}}}.wasm; needs {needs}\n\
-         kp check {{{{name}}}}.wasm                       # loads it with its manifest and describes it\n\
-         echo '{{\"key\":\"k\",\"value\":\"hello\"}}' | kp replay --plugin {{{{name}}}}.wasm   # runs it, no Kafka\n\
-         cp {{{{name}}}}.wasm {{{{name}}}}.toml /path/to/plugins/   # a running kp picks it up\n\
-         ```\n"
+         ./build.sh                      # -> {{{{name}}}}.wasm; needs {needs}\n\
+         kp test {{{{name}}}}.wasm           # runs test/input.jsonl, compares with test/expected.jsonl\n\
+         mkdir -p plugins && cp {{{{name}}}}.wasm {{{{name}}}}.toml plugins/\n\
+         kp dev --plugins plugins --tail  # an embedded broker; prints every output it produces\n\
+         ```\n\n\
+         `kp dev` prints the broker's address (127.0.0.1:9092 unless `--listen` says otherwise): \
+         produce to `{{{{name}}}}-in` with any Kafka client, e.g. \
+         `echo hello | kcat -b 127.0.0.1:9092 -P -t {{{{name}}}}-in`. A line of \
+         `test/expected.jsonl` names only what it checks: a field left out matches anything. \
+         `kp replay --plugin {{{{name}}}}.wasm --input test/input.jsonl` prints the whole results. \
+         `kp check {{{{name}}}}.wasm` describes the module. To deploy, put `{{{{name}}}}.wasm` and \
+         `{{{{name}}}}.toml` in the plugins folder of a running kp: it picks them up.\n"
     )
 }
 
@@ -255,17 +269,21 @@ mod tests {
     #[test]
     fn every_placeholder_is_filled() {
         let dir = tempfile::tempdir().unwrap();
-        for (i, language) in [Language::Rust, Language::Js, Language::Python, Language::C]
-            .into_iter()
-            .enumerate()
+        for (i, language) in [
+            Language::Rust,
+            Language::Js,
+            Language::Python,
+            Language::C,
+            Language::Go,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let project = dir.path().join(format!("p{i}"));
-            let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
             create(&NewProject {
                 name: "my-plugin",
                 language,
                 dir: &project,
-                sdk: Some(&sdk),
             })
             .unwrap();
             for entry in walk(&project) {
@@ -277,6 +295,15 @@ mod tests {
                 );
             }
             assert!(project.join("my-plugin.toml").is_file());
+            assert!(project.join("test/expected.jsonl").is_file());
+            if language == Language::Rust {
+                let sdk = std::fs::read_to_string(project.join("sdk/kp-guest/src/lib.rs")).unwrap();
+                assert!(
+                    sdk.contains("path: \"wit\""),
+                    "kp-guest must read its own WIT"
+                );
+                assert!(project.join("sdk/kp-guest/wit/kp.wit").is_file());
+            }
             crate::manifest::Manifest::parse(
                 "my-plugin",
                 &std::fs::read_to_string(project.join("my-plugin.toml")).unwrap(),
@@ -287,12 +314,11 @@ mod tests {
             name: "my-plugin",
             language: Language::C,
             dir: &dir.path().join("p0"),
-            sdk: None,
         });
         assert!(again.unwrap_err().to_string().contains("already exists"));
     }
 
-    fn walk(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

@@ -19,21 +19,36 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::stop::join_logged;
+
 /// Pause after a failed commit before trying again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why a flush did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error("the committer has stopped")]
+    Stopped,
+    #[error("the commit did not complete within {0:?}")]
+    TimedOut(Duration),
+    #[error("the commit failed: {0}")]
+    Kafka(#[source] KafkaError),
+}
 
 /// What the committer is asked to do.
 pub enum CommitRequest {
     /// The partition's committable offset moved: read it from the slot.
     Advance(Arc<AdvanceSlot>),
     /// Commit everything pending now and reply when it is committed (or failed).
-    Flush { reply: Sender<Result<(), String>> },
+    Flush {
+        reply: Sender<Result<(), KafkaError>>,
+    },
     /// The partition is no longer ours: drop anything pending for it.
     Forget { topic: Arc<str>, partition: i32 },
     /// Commit what is pending, then exit.
@@ -97,20 +112,22 @@ impl CommitSink {
     }
 
     /// Commits everything pending and waits for the result, at most `timeout`.
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let (reply, answer) = bounded(1);
         self.0
             .send(CommitRequest::Flush { reply })
-            .map_err(|_| anyhow!("the committer has stopped"))?;
+            .map_err(|_| FlushError::Stopped)?;
         match answer.recv_timeout(timeout) {
-            Ok(result) => result.map_err(|e| anyhow!(e)),
-            Err(_) => Err(anyhow!("commit did not complete within {timeout:?}")),
+            Ok(result) => result.map_err(FlushError::Kafka),
+            Err(RecvTimeoutError::Timeout) => Err(FlushError::TimedOut(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(FlushError::Stopped),
         }
     }
 }
 
-/// Owns the committer thread.
+/// Owns the committer thread; dropping it commits what is pending and joins the thread.
 pub struct Committer {
+    /// To send the final `Stop`.
     sink: CommitSink,
     thread: Option<JoinHandle<()>>,
 }
@@ -120,43 +137,39 @@ type Key = (Arc<str>, i32);
 type Pending = BTreeMap<Key, (i64, Arc<AdvanceSlot>)>;
 
 impl Committer {
-    /// Starts committing for `consumer`, reading requests from `requests`.
+    /// Starts committing for `consumer`, reading requests from `requests`, in a
+    /// `committer{plugin}` span.
     pub fn start<C: ConsumerContext + 'static>(
         plugin: Arc<str>,
         consumer: Arc<BaseConsumer<C>>,
         sink: CommitSink,
         requests: Receiver<CommitRequest>,
     ) -> Result<Self> {
+        let span = tracing::info_span!("committer", plugin = %plugin);
         let thread = std::thread::Builder::new()
             .name(format!("kp-commit-{plugin}"))
-            .spawn(move || commit_loop(&plugin, &consumer, &requests))
+            .spawn(move || span.in_scope(|| commit_loop(&consumer, &requests)))
             .context("starting the committer thread")?;
         Ok(Committer {
             sink,
             thread: Some(thread),
         })
     }
+}
 
-    pub fn sink(&self) -> CommitSink {
-        self.sink.clone()
-    }
-
+impl Drop for Committer {
     /// Commits what is pending and stops the thread (which drops its consumer handle).
-    pub fn stop(mut self) {
+    fn drop(&mut self) {
         let _ = self.sink.0.send(CommitRequest::Stop);
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            join_logged(thread);
         }
     }
 }
 
-fn commit_loop<C: ConsumerContext>(
-    plugin: &str,
-    consumer: &BaseConsumer<C>,
-    requests: &Receiver<CommitRequest>,
-) {
+fn commit_loop<C: ConsumerContext>(consumer: &BaseConsumer<C>, requests: &Receiver<CommitRequest>) {
     let mut pending: Pending = BTreeMap::new();
-    let mut waiters: Vec<Sender<Result<(), String>>> = Vec::new();
+    let mut waiters: Vec<Sender<Result<(), KafkaError>>> = Vec::new();
     let mut stopping = false;
     let mut last_failed = false;
     loop {
@@ -186,29 +199,25 @@ fn commit_loop<C: ConsumerContext>(
                 if !pending.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
                     let offsets: BTreeMap<&Key, i64> =
                         pending.iter().map(|(k, (next, _))| (k, *next)).collect();
-                    tracing::debug!(plugin, ?offsets, "committed");
+                    tracing::debug!(?offsets, "committed");
                 }
                 for (next, slot) in std::mem::take(&mut pending).into_values() {
                     slot.committed.fetch_max(next, Ordering::SeqCst);
                 }
             }
             Err(e) => {
-                tracing::warn!(plugin, "commit failed, will retry: {e}");
+                tracing::warn!("commit failed, will retry: {e}");
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
-                    drop_deleted_topics(plugin, consumer, &mut pending);
+                    drop_deleted_topics(consumer, &mut pending);
                 }
             }
         }
-        let result = result.map_err(|e| e.to_string());
         for waiter in waiters.drain(..) {
             let _ = waiter.send(result.clone());
         }
         if stopping {
             if !pending.is_empty() {
-                tracing::warn!(
-                    plugin,
-                    "committer stopping with offsets it could not commit: {pending:?}"
-                );
+                tracing::warn!("committer stopping with offsets it could not commit: {pending:?}");
             }
             return;
         }
@@ -218,7 +227,7 @@ fn commit_loop<C: ConsumerContext>(
 fn absorb(
     request: CommitRequest,
     pending: &mut Pending,
-    waiters: &mut Vec<Sender<Result<(), String>>>,
+    waiters: &mut Vec<Sender<Result<(), KafkaError>>>,
     stopping: &mut bool,
 ) {
     match request {
@@ -255,11 +264,7 @@ fn commit<C: ConsumerContext>(
 }
 
 /// Drops the pending offsets of topics the cluster no longer has, saying so.
-fn drop_deleted_topics<C: ConsumerContext>(
-    plugin: &str,
-    consumer: &BaseConsumer<C>,
-    pending: &mut Pending,
-) {
+fn drop_deleted_topics<C: ConsumerContext>(consumer: &BaseConsumer<C>, pending: &mut Pending) {
     let topics: BTreeSet<Arc<str>> = pending.keys().map(|(t, _)| t.clone()).collect();
     for topic in topics {
         let exists = consumer
@@ -270,7 +275,7 @@ fn drop_deleted_topics<C: ConsumerContext>(
                 let keep = *t != topic;
                 if !keep {
                     tracing::error!(
-                        plugin, topic = %t, partition, offset = *next,
+                        topic = %t, partition, offset = *next,
                         "the topic does not exist any more (deleted): its offset is not committed \
                          (Kafka dropped the group's offsets with the topic; a topic created again \
                          under this name starts from auto.offset.reset)"

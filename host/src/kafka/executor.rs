@@ -511,10 +511,7 @@ impl Drop for Executor {
             if thread.thread().id() == me {
                 continue;
             }
-            let name = thread.thread().name().unwrap_or("?").to_string();
-            if thread.join().is_err() {
-                tracing::error!(thread = %name, "a kp thread panicked");
-            }
+            crate::stop::join_logged(thread);
         }
         lock(&self.shared.ready).clear();
         lock(&self.shared.timers).clear();

@@ -16,8 +16,6 @@ pub struct Halt {
     /// The message that failed; it and everything after it stay uncommitted.
     pub offset: i64,
     pub reason: String,
-    /// The committable offset when it halted.
-    pub committable: Option<i64>,
 }
 
 /// Shared record of halted partitions.

@@ -13,15 +13,15 @@
 //! - [`record`]: a consumed record as the WIT message, header names read as bytes.
 //! - [`health`]: halted partitions, for the log and the exit status.
 
-pub mod committer;
-pub mod executor;
-pub mod health;
-pub mod instances;
-pub mod output;
-pub mod partition;
-pub mod plugin_consumer;
-pub mod progress;
-pub mod record;
+pub(crate) mod committer;
+pub(crate) mod executor;
+pub(crate) mod health;
+pub(crate) mod instances;
+pub(crate) mod output;
+pub(crate) mod partition;
+pub(crate) mod plugin_consumer;
+pub(crate) mod progress;
+pub(crate) mod record;
 pub mod settings;
 
 use std::time::Duration;
@@ -32,8 +32,9 @@ pub use health::{Halt, Health};
 pub use plugin_consumer::{PartitionStatus, PluginConsumer, PluginView};
 pub use settings::{GroupProtocol, KafkaSettings};
 
-/// When offsets are committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// When offsets are committed (`--commit-mode`, `commit-mode` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CommitMode {
     /// After each handler return a commit goes out; returns that arrive while a commit is in
     /// flight are coalesced into the next one.
@@ -67,6 +68,9 @@ pub struct RunOptions {
     pub policy: crate::policy::Policy,
     /// Worker threads that run the partitions of every plugin (`--workers`).
     pub workers: usize,
+    /// `kp dev` only: a plugin's topics that the cluster lacks are created before it starts,
+    /// instead of refusing the plugin.
+    pub create_missing_topics: bool,
 }
 
 impl Default for RunOptions {
@@ -79,6 +83,7 @@ impl Default for RunOptions {
             max_uncommitted: DEFAULT_MAX_UNCOMMITTED,
             policy: crate::policy::Policy::default(),
             workers: executor::default_workers(),
+            create_missing_topics: false,
         }
     }
 }

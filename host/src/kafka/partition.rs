@@ -25,7 +25,8 @@
 //! unknown codec) halts the partition at once; any other error halts it once it has repeated,
 //! with no message in between, for [`REPEATED_ERROR_HALTS_AFTER`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,7 @@ use crate::manifest::{FailureAction, FailurePolicy};
 use crate::sandbox::{
     FailureKind, HandlerFailure, Header, LoadedPlugin, Message, Output, PluginInstance,
 };
+use crate::stop::Stop;
 
 /// How long strict mode waits for one message's outputs and commit before re-checking `stop`.
 const STRICT_WAIT_SLICE: Duration = Duration::from_millis(200);
@@ -89,8 +91,9 @@ const COMMIT_RETRY: Duration = Duration::from_millis(2);
 
 /// The consumer's handle on a partition's task.
 pub struct PartitionHandle {
-    /// Set to make the task stop after the message it is handling (unread ones stay uncommitted).
-    stop: Arc<AtomicBool>,
+    /// Triggered to make the task stop after the message it is handling (unread ones stay
+    /// uncommitted).
+    stop: Stop,
     /// Disconnected when the task has finished and been dropped (its queue with it).
     pub exited: Receiver<()>,
     pub progress: Arc<PartitionProgress>,
@@ -101,7 +104,7 @@ pub struct PartitionHandle {
 impl PartitionHandle {
     /// Tells the task to stop after the message it is handling.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.trigger();
         self.task.wake_first();
     }
 }
@@ -116,6 +119,15 @@ struct Pending {
     /// The version that handled its first attempt: its retries get the same one.
     version: Option<Arc<LoadedPlugin>>,
 }
+
+/// The partition halted: the reason is in its progress tracker ([`PartitionProgress::fail`]).
+#[derive(Debug)]
+struct Halted;
+
+/// Whether the partition goes on after handing a message on: `Break(Halted)` when it halted.
+/// Stopping is not a halt: a stopping task goes on to the turn's stop check, and the message it
+/// was on stays uncommitted, for whoever reads the partition next.
+type Flow = ControlFlow<Halted>;
 
 /// What one step of a turn led to.
 enum Step {
@@ -146,7 +158,8 @@ pub struct PartitionTask<C: ConsumerContext> {
     consumer: Weak<BaseConsumer<C>>,
     /// Errors read from the queue since the last message.
     errors: ConsumeErrors,
-    stop: Arc<AtomicBool>,
+    /// Read between messages; strict mode's waits wake on it.
+    stop: Stop,
     progress: Arc<PartitionProgress>,
     shared: WorkerShared,
     /// The message a turn ended on before it was finished.
@@ -173,7 +186,7 @@ pub fn spawn<C: ConsumerContext + 'static>(
     consumer: Weak<BaseConsumer<C>>,
 ) -> PartitionHandle {
     let (alive, exited) = crossbeam_channel::bounded(0);
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop::new();
     let span = tracing::info_span!(
         "partition",
         plugin = %progress.plugin,
@@ -243,9 +256,9 @@ impl<C: ConsumerContext> PartitionTask<C> {
         for n in 1..=TURN_MESSAGES {
             // Stopping (unread messages stay uncommitted), or halted: here, or from another
             // thread (an output's or dead letter's delivery failed).
-            if self.stop.load(Ordering::Acquire)
+            if self.stop.is_triggered()
                 || self.progress.is_halted()
-                || !self.apply_policy_to_refused_outputs()
+                || self.apply_policy_to_refused_outputs().is_break()
             {
                 return Turn::Done;
             }
@@ -435,8 +448,11 @@ impl<C: ConsumerContext> PartitionTask<C> {
         Step::Wait(at)
     }
 
-    fn go_on(&self, going_on: bool) -> Step {
-        if going_on { Step::Next } else { Step::Halt }
+    fn go_on(&self, flow: Flow) -> Step {
+        match flow {
+            ControlFlow::Continue(()) => Step::Next,
+            ControlFlow::Break(Halted) => Step::Halt,
+        }
     }
 
     /// Says (now and then) that no instance could be had, and keeps the message for a later
@@ -502,7 +518,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
             previous + 1
         );
         while !self.progress.wait_idle(Instant::now() + STRICT_WAIT_SLICE) {
-            if self.stop.load(Ordering::Acquire) {
+            if self.stop.is_triggered() {
                 break;
             }
         }
@@ -537,16 +553,14 @@ impl<C: ConsumerContext> PartitionTask<C> {
     }
 
     /// What follows a handler's success: the outputs are checked against the manifest,
-    /// registered with the progress tracker and sent. False when the partition must halt (or
-    /// must stop: the message then stays uncommitted and is handled again by whoever reads the
-    /// partition next).
+    /// registered with the progress tracker and sent (strict mode: and committed).
     fn finish(
         &self,
         plugin: &Arc<LoadedPlugin>,
         message: Message,
         outputs: Vec<Output>,
         attempt: u32,
-    ) -> bool {
+    ) -> Flow {
         let offset = message.offset;
         let default_topic = plugin.manifest.output_topic.as_deref();
         if outputs.iter().any(|o| o.topic.is_none()) && default_topic.is_none() {
@@ -554,7 +568,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
                 offset,
                 "the handler returned an output without a topic and the manifest names no output-topic".into(),
             );
-            return false;
+            return ControlFlow::Break(Halted);
         }
         if let Some(why) = undeclared_output(&plugin.manifest, &outputs) {
             let failure = HandlerFailure::OutputRefused(why);
@@ -565,8 +579,10 @@ impl<C: ConsumerContext> PartitionTask<C> {
         // it to the dead-letter topic.
         let keep =
             (plugin.manifest.on_failure.action == FailureAction::DeadLetter).then_some(message);
-        // Registered before the outputs are sent: an acknowledgement can arrive before `send`
-        // returns, and one for a message not yet in flight would be lost.
+        // ORDER MATTERS: registered before the outputs are sent. An acknowledgement can arrive
+        // (on the producer's thread) before `send` returns, and one for a message the tracker
+        // does not know to be in flight would be lost: the message would never be finished, and
+        // its partition's commits would stop there.
         self.progress
             .handled_keeping(offset, outputs.len() as u32, keep);
         for out in &outputs {
@@ -575,55 +591,50 @@ impl<C: ConsumerContext> PartitionTask<C> {
                 .as_deref()
                 .or(default_topic)
                 .expect("checked above");
-            if !self.send(topic, out, offset, Sent::Output) {
-                return false;
-            }
+            self.send(topic, out, offset, Sent::Output)?;
         }
-        if !self.apply_policy_to_refused_outputs() {
-            return false;
-        }
+        self.apply_policy_to_refused_outputs()?;
         if self.shared.mode == CommitMode::Strict {
             return self.commit_now(offset);
         }
-        true
+        ControlFlow::Continue(())
     }
 
     /// Sends one record for the message at `offset`. An output the broker refuses for good
     /// before it is sent goes to the failure policy (like one refused later, by the broker); any
-    /// other failure, and any failure of a dead-letter record, halts the partition (false).
-    fn send(&self, topic: &str, record: &Output, offset: i64, what: Sent) -> bool {
+    /// other failure, and any failure of a dead-letter record, halts the partition.
+    fn send(&self, topic: &str, record: &Output, offset: i64, what: Sent) -> Flow {
         let token = AckToken {
             progress: self.progress.clone(),
             offset,
             dead_letter: what == Sent::DeadLetter,
         };
         match output::send(&self.shared.producer, topic, record, token) {
-            Ok(()) => true,
+            Ok(()) => ControlFlow::Continue(()),
             Err(error) if what == Sent::Output && output::refused_for_good(&error) => {
                 self.progress.refused(
                     offset,
                     format!("the output to {topic:?} was refused: {error}"),
                 );
-                true
+                ControlFlow::Continue(())
             }
             Err(error) => {
                 self.progress
                     .fail(offset, format!("producing to {topic:?} failed: {error}"));
-                false
+                ControlFlow::Break(Halted)
             }
         }
     }
 
-    /// Applies the failure policy to messages whose outputs the broker refused for good. False
-    /// when the partition halted.
-    fn apply_policy_to_refused_outputs(&self) -> bool {
+    /// Applies the failure policy to messages whose outputs the broker refused for good.
+    fn apply_policy_to_refused_outputs(&self) -> Flow {
         for refused in self.progress.take_refusals() {
             let plugin = self.versions.load_full();
             let failure = HandlerFailure::OutputRefused(refused.reason);
             self.progress.metrics.failure(failure.kind());
             let registered = Registered::Refused;
-            let halted = match refused.message {
-                Some(message) => !self.give_up(&plugin, &message, &failure, 1, registered),
+            match refused.message {
+                Some(message) => self.give_up(&plugin, &message, &failure, 1, registered)?,
                 // Kept only under a dead-letter policy: the policy changed since (a reload).
                 None if plugin.manifest.on_failure.action == FailureAction::DeadLetter => {
                     self.progress.fail(
@@ -633,7 +644,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
                                  new version after the message was handled, so it was not kept)"
                         ),
                     );
-                    true
+                    return ControlFlow::Break(Halted);
                 }
                 None => {
                     let stub = Message {
@@ -645,14 +656,11 @@ impl<C: ConsumerContext> PartitionTask<C> {
                         value: None,
                         headers: Vec::new(),
                     };
-                    !self.give_up(&plugin, &stub, &failure, 1, registered)
+                    self.give_up(&plugin, &stub, &failure, 1, registered)?
                 }
-            };
-            if halted {
-                return false;
             }
         }
-        true
+        ControlFlow::Continue(())
     }
 
     /// Applies the failure policy to a message that failed for good. `registered` says whether
@@ -664,7 +672,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
         failure: &HandlerFailure,
         attempts: u32,
         registered: Registered,
-    ) -> bool {
+    ) -> Flow {
         let offset = message.offset;
         let policy = &plugin.manifest.on_failure;
         self.progress.retrying.store(0, Ordering::Relaxed);
@@ -683,10 +691,8 @@ impl<C: ConsumerContext> PartitionTask<C> {
                 settle(1);
                 let mut record = dead_letter(plugin, message, failure, attempts);
                 crate::ops::trace::mark_dead_letter(&mut record, topic);
-                if !self.send(topic, &record, offset, Sent::DeadLetter) {
-                    return false;
-                }
-                self.shared.mode != CommitMode::Strict || self.commit_now(offset)
+                self.send(topic, &record, offset, Sent::DeadLetter)?;
+                self.commit_if_strict(offset)
             }
             (FailureAction::Skip, _) => {
                 tracing::warn!(
@@ -695,7 +701,7 @@ impl<C: ConsumerContext> PartitionTask<C> {
                 self.progress.skipped();
                 self.progress.metrics.skipped.inc();
                 settle(0);
-                self.shared.mode != CommitMode::Strict || self.commit_now(offset)
+                self.commit_if_strict(offset)
             }
             _ => {
                 self.progress.fail(
@@ -705,13 +711,22 @@ impl<C: ConsumerContext> PartitionTask<C> {
                         failure.kind()
                     ),
                 );
-                false
+                ControlFlow::Break(Halted)
             }
         }
     }
 
-    /// Strict mode: wait until this message is finished and its offset committed.
-    fn commit_now(&self, offset: i64) -> bool {
+    fn commit_if_strict(&self, offset: i64) -> Flow {
+        if self.shared.mode == CommitMode::Strict {
+            self.commit_now(offset)
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    /// Strict mode: wait until this message is finished and its offset committed. Stopping cuts
+    /// the wait short and goes on (to the turn's stop check): the message stays uncommitted.
+    fn commit_now(&self, offset: i64) -> Flow {
         // A round trip to the broker, retried while it fails: a wait on Kafka, not a stuck worker.
         super::executor::waiting_on_kafka();
         loop {
@@ -721,22 +736,22 @@ impl<C: ConsumerContext> PartitionTask<C> {
             {
                 break;
             }
-            if self.progress.failed_at().is_some() || !self.apply_policy_to_refused_outputs() {
-                return false;
+            if self.progress.failed_at().is_some() {
+                return ControlFlow::Break(Halted);
             }
-            if self.stop.load(Ordering::Acquire) {
-                return true;
+            self.apply_policy_to_refused_outputs()?;
+            if self.stop.is_triggered() {
+                return ControlFlow::Continue(());
             }
         }
         loop {
             match self.shared.commits.flush(Duration::from_secs(30)) {
-                Ok(()) => return true,
+                Ok(()) => return ControlFlow::Continue(()),
                 Err(e) => {
                     tracing::warn!(offset, "strict commit failed, retrying: {e:#}");
-                    if self.stop.load(Ordering::Acquire) {
-                        return true;
+                    if self.stop.wait_timeout(Duration::from_millis(100)) {
+                        return ControlFlow::Continue(());
                     }
-                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }

@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::stop::{Stop, join_logged};
+
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use rdkafka::config::RDKafkaLogLevel;
@@ -166,7 +168,7 @@ impl ClientContext for PluginContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!(plugin = %self.name, "librdkafka: {error}: {reason}");
+        tracing::error!("librdkafka: {error}: {reason}");
     }
 
     /// Every `statistics.interval.ms`: each assigned partition's committed offset and lag.
@@ -196,19 +198,19 @@ impl ConsumerContext for PluginContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let keys = keys_of(tpl);
-                tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions revoked: draining");
+                tracing::info!(partitions = ?partition_names(&keys), "partitions revoked: draining");
                 self.drain(&keys, true);
             }
             // Before librdkafka starts fetching: split each partition's queue off to its task.
             Rebalance::Assign(tpl) => {
                 self.view.joined.store(true, Ordering::Release);
                 let keys = keys_of(tpl);
-                tracing::info!(plugin = %self.name, partitions = ?partition_names(&keys), "partitions assigned");
+                tracing::info!(partitions = ?partition_names(&keys), "partitions assigned");
                 for key in keys {
                     self.assign(key);
                 }
             }
-            Rebalance::Error(e) => tracing::error!(plugin = %self.name, "rebalance error: {e}"),
+            Rebalance::Error(e) => tracing::error!("rebalance error: {e}"),
         }
     }
 
@@ -218,7 +220,7 @@ impl ConsumerContext for PluginContext {
         _offsets: &TopicPartitionList,
     ) {
         if let Err(e) = result {
-            tracing::debug!(plugin = %self.name, "commit callback reported: {e}");
+            tracing::debug!("commit callback reported: {e}");
         }
     }
 }
@@ -281,7 +283,7 @@ impl PluginContext {
         for (key, offset) in halted {
             if offset < 0 {
                 tracing::warn!(
-                    plugin = %self.name, topic = %key.0, partition = key.1,
+                    topic = %key.0, partition = key.1,
                     "the halted partition cannot be resumed: it halted before its first message \
                      was read (restart kp to read it again)"
                 );
@@ -303,7 +305,7 @@ impl PluginContext {
             // What the halted tracker finished is committed before a new one takes over.
             if !flushed {
                 if let Err(e) = self.shared.commits.flush(Duration::from_secs(10)) {
-                    tracing::warn!(plugin = %self.name, "commit before resuming failed: {e:#}");
+                    tracing::warn!("commit before resuming failed: {e:#}");
                     later = true;
                     break;
                 }
@@ -315,7 +317,7 @@ impl PluginContext {
                 Offset::Offset(offset),
                 Duration::from_secs(10),
             ) {
-                tracing::warn!(plugin = %self.name, topic = %key.0, partition = key.1, "cannot resume the halted partition (seek failed): {e}");
+                tracing::warn!(topic = %key.0, partition = key.1, "cannot resume the halted partition (seek failed): {e}");
                 later = true;
                 continue;
             }
@@ -326,10 +328,10 @@ impl PluginContext {
             self.health.resumed(&self.name, &key.0, key.1);
             self.assign(key.clone());
             if let Err(e) = consumer.resume(&single(&key)) {
-                tracing::error!(plugin = %self.name, topic = %key.0, partition = key.1, "resuming the halted partition failed, it stays paused: {e}");
+                tracing::error!(topic = %key.0, partition = key.1, "resuming the halted partition failed, it stays paused: {e}");
             }
             tracing::warn!(
-                plugin = %self.name, topic = %key.0, partition = key.1, offset,
+                topic = %key.0, partition = key.1, offset,
                 version = %self.versions.load().version(),
                 "halted partition resumed at its halted message"
             );
@@ -384,7 +386,7 @@ impl PluginContext {
             if slot.halted.is_none() && slot.task.progress.is_halted() {
                 slot.halted = Some(Instant::now());
                 if let Err(e) = consumer.pause(&single(key)) {
-                    tracing::warn!(plugin = %self.name, "pausing halted {}/{} failed: {e}", key.0, key.1);
+                    tracing::warn!("pausing halted {}/{} failed: {e}", key.0, key.1);
                 }
             }
         }
@@ -426,7 +428,11 @@ impl PluginContext {
             .collect();
         for partition in partitions {
             if let Err(e) = consumer.seek(topic, partition, start, Duration::from_secs(5)) {
-                tracing::warn!(plugin = %self.name, topic, partition, "could not move to the new topic's start: {e}");
+                tracing::warn!(
+                    topic,
+                    partition,
+                    "could not move to the new topic's start: {e}"
+                );
             }
         }
     }
@@ -459,7 +465,7 @@ impl PluginContext {
             ) && progress.wait_idle(deadline);
             if !finished {
                 tracing::warn!(
-                    plugin = %self.name, topic = %key.0, partition = key.1, in_flight = progress.in_flight(),
+                    topic = %key.0, partition = key.1, in_flight = progress.in_flight(),
                     "drain timed out: messages still in flight are left uncommitted (they will be handled again)"
                 );
             }
@@ -485,13 +491,13 @@ impl PluginContext {
             Ok(()) => {
                 for (key, progress) in &drained {
                     tracing::info!(
-                        plugin = %self.name, topic = %key.0, partition = key.1,
+                        topic = %key.0, partition = key.1,
                         committed = ?progress.committable(), skipped = progress.skipped_count(),
                         "partition drained and committed"
                     );
                 }
             }
-            Err(e) => tracing::error!(plugin = %self.name, "final commit failed: {e:#}"),
+            Err(e) => tracing::error!("final commit failed: {e:#}"),
         }
         for (key, progress) in drained {
             progress.detach();
@@ -504,8 +510,9 @@ impl PluginContext {
 pub struct PluginConsumer {
     /// What it shows an operator.
     view: Arc<PluginView>,
-    /// Tells the polling thread to drain and leave.
-    stop: Arc<AtomicBool>,
+    /// Tells the polling thread to drain and leave (it reads it between polls of librdkafka).
+    stop: Stop,
+    /// Joined when the consumer is dropped: dropping it drains, commits and leaves the group.
     thread: Option<JoinHandle<()>>,
 }
 
@@ -556,13 +563,13 @@ impl PluginConsumer {
             .subscribe(&topics)
             .with_context(|| format!("plugin {name}: subscribing to {topics:?}"))?;
         let committer = Committer::start(name.clone(), consumer.clone(), commits, commit_rx)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let stop = Stop::new();
+        let stopped = stop.clone();
         let watch = TopicWatch::new(manifest.input_topics.clone());
-        let thread_name = name.clone();
+        let span = tracing::info_span!("consumer", plugin = %name);
         let thread = std::thread::Builder::new()
             .name(format!("kp-poll-{name}"))
-            .spawn(move || poll_loop(&thread_name, consumer, committer, &flag, watch))
+            .spawn(move || span.in_scope(|| poll_loop(consumer, committer, &stopped, watch)))
             .context("starting the consumer thread")?;
         tracing::info!(plugin = %name, version = %first.version(), group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
         Ok(PluginConsumer {
@@ -583,15 +590,20 @@ impl PluginConsumer {
         self.view.request_resume();
     }
 
-    /// Asks the consumer to drain and leave its group.
+    /// Asks the consumer to drain and leave its group, without waiting: to stop several at
+    /// once, ask each, then drop each.
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.trigger();
     }
+}
 
-    /// Waits until the consumer has left (call `request_stop` first).
-    pub fn join(mut self) {
+impl Drop for PluginConsumer {
+    /// Drains the partitions, commits, leaves the group, and waits for all of it (bounded by
+    /// the drain timeout).
+    fn drop(&mut self) {
+        self.stop.trigger();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            join_logged(t);
         }
     }
 }
@@ -636,7 +648,7 @@ impl TopicWatch {
             };
             if !exists && self.missing.insert(topic.clone()) {
                 tracing::error!(
-                    plugin = name, topic = %topic,
+                    topic = %topic,
                     "INPUT TOPIC DELETED: {topic} does not exist any more; the plugin waits for it \
                      (a topic created again under this name is read from auto.offset.reset)"
                 );
@@ -646,7 +658,7 @@ impl TopicWatch {
                 );
             } else if exists && self.missing.remove(topic) {
                 tracing::warn!(
-                    plugin = name, topic = %topic,
+                    topic = %topic,
                     "input topic {topic} exists again: a new topic, read from auto.offset.reset"
                 );
                 context.restart_topic(consumer, topic);
@@ -658,38 +670,40 @@ impl TopicWatch {
     }
 }
 
+/// The consumer's thread, in the `consumer{plugin}` span: serves rebalances and errors until
+/// stopped, then drains, commits and leaves the group.
 fn poll_loop(
-    name: &str,
     consumer: Arc<BaseConsumer<PluginContext>>,
     committer: Committer,
-    stop: &AtomicBool,
+    stop: &Stop,
     mut watch: TopicWatch,
 ) {
-    while !stop.load(Ordering::Acquire) {
+    let context = consumer.context();
+    let name = &*context.name;
+    while !stop.is_triggered() {
         watch.check(name, &consumer);
         // Serves rebalances and errors; messages arrive on the partitions' own queues.
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                 drop(m);
-                consumer.context().stray(&topic, partition, offset);
+                context.stray(&topic, partition, offset);
             }
-            Some(Err(e)) => tracing::warn!(plugin = name, "consumer error: {e}"),
+            Some(Err(e)) => tracing::warn!("consumer error: {e}"),
             None => {}
         }
-        consumer.context().pause_halted(&consumer);
-        consumer.context().resume_halted(&consumer);
+        context.pause_halted(&consumer);
+        context.resume_halted(&consumer);
     }
     // Shutdown: drain everything we own, commit, stop the committer, then close (leave the group).
-    let context = consumer.context();
     let keys: Vec<PartitionKey> = context.table().keys().cloned().collect();
-    tracing::info!(plugin = name, partitions = ?partition_names(&keys), "stopping: draining");
+    tracing::info!(partitions = ?partition_names(&keys), "stopping: draining");
     context.drain(&keys, false);
-    committer.stop();
+    drop(committer); // commits what is pending, then its thread ends
     // Tasks (and their partition queues) and the committer are gone: this is the last handle,
     // and dropping it closes the consumer (librdkafka runs the final revoke, with nothing left to
     // drain, and leaves the group). A task stuck in a hung guest past the drain timeout would
     // still hold a queue; the consumer then closes when the process exits.
     drop(consumer);
-    tracing::info!(plugin = name, "left the group");
+    tracing::info!("left the group");
 }

@@ -303,7 +303,6 @@ impl PartitionProgress {
             return;
         }
         state.failed_at = Some(offset);
-        let committed_up_to = state.committable;
         drop(state);
         *self.halted_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.halted.store(true, Ordering::Release);
@@ -314,7 +313,6 @@ impl PartitionProgress {
             partition: self.partition,
             offset,
             reason,
-            committable: committed_up_to,
         });
     }
 

@@ -51,8 +51,9 @@ use rdkafka::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::KafkaError;
 
-/// Which consumer group protocol to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// Which consumer group protocol to use (`--group-protocol`, `group-protocol` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum GroupProtocol {
     /// The classic protocol with cooperative-sticky assignment. The default: every Kafka broker
     /// since 2.4 and every managed service speaks it, and librdkafka's support is long proven.

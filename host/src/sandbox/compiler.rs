@@ -61,8 +61,26 @@ impl Compiler {
         })
     }
 
-    /// Compiles `bytes` for `engine`.
+    /// Compiles `bytes` for `engine`, saying so: a JavaScript or Python module takes 10-50 s the
+    /// first time (the result is cached), and a silent wait that long looks like a hang. The
+    /// caller's span names the module.
     pub fn compile(&self, engine: &Engine, bytes: &[u8]) -> Result<Component> {
+        let started = Instant::now();
+        tracing::info!(
+            size_kib = bytes.len() / 1024,
+            "compiling the module (once: the result is cached)"
+        );
+        let compiled = self.compile_quietly(engine, bytes);
+        if compiled.is_ok() {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "compiled the module"
+            );
+        }
+        compiled
+    }
+
+    fn compile_quietly(&self, engine: &Engine, bytes: &[u8]) -> Result<Component> {
         match self {
             Compiler::InProcess => Ok(Component::new(engine, bytes)?),
             Compiler::Child {
@@ -76,6 +94,9 @@ impl Compiler {
         }
     }
 }
+
+/// How often a long compilation says it is still going.
+const STILL_COMPILING_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs `exe __compile` with the module on stdin and returns the artifact it wrote.
 fn compile_in_child(
@@ -106,9 +127,12 @@ fn compile_in_child(
             .context("starting the compiler process")?;
         let mut stdin = child.stdin.take().expect("piped");
         let module = bytes.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&module);
-        });
+        let feeder = std::thread::Builder::new()
+            .name("kp-compile-feed".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&module);
+            })
+            .context("starting the thread that feeds the compiler")?;
         let mut stderr = child.stderr.take().expect("piped");
         let reader = std::thread::spawn(move || {
             let mut text = Vec::new();
@@ -116,14 +140,23 @@ fn compile_in_child(
             String::from_utf8_lossy(&text).into_owned()
         });
         let started = Instant::now();
+        let mut next_word = started + STILL_COMPILING_EVERY;
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break status;
             }
+            if Instant::now() >= next_word {
+                next_word += STILL_COMPILING_EVERY;
+                tracing::info!(
+                    elapsed_s = started.elapsed().as_secs(),
+                    limit_s = timeout.as_secs(),
+                    "still compiling the module"
+                );
+            }
             if started.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                let _ = feeder.join();
+                crate::stop::join_logged(feeder);
                 bail!(
                     "compiling it took longer than {}s: refused (a module of pathological shape?)",
                     timeout.as_secs()
@@ -131,8 +164,8 @@ fn compile_in_child(
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let _ = feeder.join();
-        let stderr = reader.join().unwrap_or_default();
+        crate::stop::join_logged(feeder);
+        let stderr = reader.join().unwrap_or_default(); // a panic here only loses the child's text
         if !status.success() {
             let last = stderr
                 .lines()

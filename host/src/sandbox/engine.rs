@@ -1,8 +1,6 @@
 //! The shared wasmtime `Engine`: component model, epoch interruption driven by a ticker thread,
 //! and the pooling allocator sized for many small instances.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -11,6 +9,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 
 use super::IntoAnyhow;
 use crate::manifest::MAX_MEMORY_MIB;
+use crate::stop::{Stop, join_logged};
 
 /// How often the epoch advances. A call's deadline is rounded up to a whole number of ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -84,22 +83,21 @@ pub fn build_engine(allocation: Allocation) -> Result<Engine> {
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
 pub struct EpochTicker {
-    /// Tells the thread to stop.
-    stop: Arc<AtomicBool>,
+    /// Stops the thread (at once, not at its next tick).
+    stop: Stop,
     /// Joined on drop so no thread outlives the sandbox.
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
     pub fn start(engine: &Engine) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Stop::new();
         let engine = engine.clone();
-        let flag = stop.clone();
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("kp-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                while !stopped.wait_timeout(EPOCH_TICK) {
                     engine.increment_epoch();
                 }
             })
@@ -113,9 +111,9 @@ impl EpochTicker {
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.trigger();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            join_logged(thread);
         }
     }
 }

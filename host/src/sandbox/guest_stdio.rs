@@ -4,6 +4,11 @@
 //! (stdout) or WARN (stderr) with `plugin` and `stream` fields. Partial lines are buffered until
 //! a newline or until the buffer holds [`MAX_LINE`] bytes, so a guest cannot grow host memory.
 //! Lines share the plugin's log rate limit and are sanitized (`super::guest_text`).
+//!
+//! The guest's **last words**: what it wrote to stderr during the current call (its last
+//! [`LAST_WORDS`] bytes, rate limit or not) is kept on the calling thread, so that when the call
+//! traps, the failure carries the guest's own account: a Rust panic message, a JavaScript
+//! exception, a Python traceback's last lines ([`last_words`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +21,12 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Longest line kept before it is logged in pieces.
 const MAX_LINE: usize = super::guest_text::MAX_GUEST_TEXT;
+
+/// Bytes of the current call's stderr kept for its failure message (the last ones).
+pub const LAST_WORDS: usize = 2048;
+
+/// Lines of the last words a failure message shows (a traceback's last lines).
+const LAST_WORDS_LINES: usize = 8;
 
 /// Which guest stream a [`GuestLog`] carries.
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +90,15 @@ impl GuestLog {
     }
 
     fn push(&self, bytes: &[u8]) {
+        if matches!(self.stream, Stream::Stderr) {
+            STDERR_TAIL.with(|tail| {
+                let mut tail = tail.borrow_mut();
+                let keep = bytes.len().min(LAST_WORDS);
+                tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+                let excess = tail.len().saturating_sub(LAST_WORDS);
+                tail.drain(..excess);
+            });
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for &b in bytes {
             pending.push(b);
@@ -165,6 +185,32 @@ thread_local! {
     /// The offset of the message this thread's guest call handles (-1 outside a call), for the
     /// guest's stdout and stderr lines.
     static HANDLING: std::cell::Cell<i64> = const { std::cell::Cell::new(-1) };
+    /// What the guest on this thread wrote to stderr since its current call began (the last
+    /// [`LAST_WORDS`] bytes).
+    static STDERR_TAIL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Forgets the last words of an earlier call: called as a guest call (or `init`) begins.
+pub(crate) fn clear_last_words() {
+    STDERR_TAIL.with(|tail| tail.borrow_mut().clear());
+}
+
+/// The last lines the guest wrote to stderr during this thread's current call, joined with
+/// " | " and sanitized; `None` when it wrote nothing.
+pub(crate) fn last_words() -> Option<String> {
+    let text = STDERR_TAIL.with(|tail| String::from_utf8_lossy(&tail.borrow()).into_owned());
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        // Rust's panic hook adds this after the message: no help to a kp user.
+        .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE=1`"))
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let last = &lines[lines.len().saturating_sub(LAST_WORDS_LINES)..];
+    Some(sanitize(&last.join(" | "), LAST_WORDS))
 }
 
 /// The message a guest call on this thread handles, until dropped (an unwinding call included).
@@ -173,6 +219,7 @@ pub(crate) struct Handling;
 impl Handling {
     pub(crate) fn start(offset: i64) -> Handling {
         HANDLING.with(|h| h.set(offset));
+        clear_last_words();
         Handling
     }
 }
@@ -180,5 +227,44 @@ impl Handling {
 impl Drop for Handling {
     fn drop(&mut self) {
         HANDLING.with(|h| h.set(-1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_words_are_the_last_stderr_lines_of_the_call_only() {
+        let identity = GuestIdentity {
+            plugin: "p".into(),
+            version: "0".into(),
+            log_budget: Arc::default(),
+        };
+        let (out, err) = (
+            GuestLog::new(&identity, Stream::Stdout),
+            GuestLog::new(&identity, Stream::Stderr),
+        );
+        let _call = Handling::start(1);
+        assert_eq!(last_words(), None);
+        out.push(b"stdout is not kept\n");
+        err.push(b"thread '<unnamed>' panicked at src/lib.rs:9:5:\n");
+        err.push(b"boom\n\n");
+        assert_eq!(
+            last_words().as_deref(),
+            Some("thread '<unnamed>' panicked at src/lib.rs:9:5: | boom")
+        );
+        // A flood keeps only its end, within bounds.
+        for i in 0..1000 {
+            err.push(format!("line {i}\n").as_bytes());
+        }
+        let words = last_words().unwrap();
+        assert!(words.ends_with("line 999"), "{words}");
+        assert!(words.len() <= LAST_WORDS);
+        assert_eq!(words.matches(" | ").count(), LAST_WORDS_LINES - 1);
+        // The next call starts with nothing.
+        drop(_call);
+        let _next = Handling::start(2);
+        assert_eq!(last_words(), None);
     }
 }

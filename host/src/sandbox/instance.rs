@@ -148,6 +148,7 @@ impl PluginInstance {
         store
             .data_mut()
             .set_call_deadline(Some(Instant::now() + self.init_timeout));
+        super::guest_stdio::clear_last_words();
         let init = bindings.kp_plugin_handler().call_init(&mut store);
         store.data_mut().set_call_deadline(None);
         if store.data_mut().take_deadline_hit() {
@@ -196,7 +197,14 @@ impl PluginInstance {
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return HandlerFailure::Timeout(limits.timeout.as_millis() as u64);
         }
-        HandlerFailure::Trap(format!("during {during}: {}", describe(&error)))
+        // The guest's own account first (a panic message, an exception, a traceback's end).
+        match super::guest_stdio::last_words() {
+            Some(words) => HandlerFailure::Trap(format!(
+                "{words} (trapped during {during}: {})",
+                describe(&error)
+            )),
+            None => HandlerFailure::Trap(format!("during {during}: {}", describe(&error))),
+        }
     }
 
     /// Calls the handler on one message.
@@ -245,6 +253,12 @@ impl PluginInstance {
     }
 }
 
+/// A guest function's name as its author wrote it: Rust's mangled symbols demangled, without
+/// their hash (`core::panicking::panic_fmt`, not `_ZN4core9panicking9panic_fmt17h…E`).
+fn demangle(name: &str) -> String {
+    format!("{:#}", rustc_demangle::demangle(name))
+}
+
 /// The root cause of a wasmtime error plus the first frames of the guest backtrace, if any.
 fn describe(error: &wasmtime::Error) -> String {
     let mut text = error.root_cause().to_string();
@@ -255,7 +269,7 @@ fn describe(error: &wasmtime::Error) -> String {
             .take(4)
             .map(|f| {
                 f.func_name()
-                    .map(str::to_string)
+                    .map(demangle)
                     .unwrap_or_else(|| format!("func[{}]", f.func_index()))
             })
             .collect();
@@ -265,4 +279,18 @@ fn describe(error: &wasmtime::Error) -> String {
     }
     // Trap messages and function names come from the guest (its name section).
     sanitize(&text, MAX_GUEST_TEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_symbols_are_demangled() {
+        assert_eq!(
+            demangle("_ZN4core9panicking9panic_fmt17h6a5d4dc3e3b5c4f1E"),
+            "core::panicking::panic_fmt"
+        );
+        assert_eq!(demangle("handle"), "handle");
+    }
 }

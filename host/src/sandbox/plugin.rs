@@ -16,18 +16,23 @@ use super::instance::PluginInstance;
 use super::state::{GuestIdentity, GuestState};
 use crate::manifest::Manifest;
 
-/// Why a module was refused. Each carries the file it is about.
+/// The error under a refusal (wasmtime's, the manifest parser's, the guest's `init`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a module was refused. Each carries the file it is about; where an error of another layer
+/// caused it, that error is kept as the [`std::error::Error::source`], and [`LoadError::report`]
+/// (or anyhow's `{:#}`) gives the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{path}: refused by the operator's policy: the plugin {reason}")]
     NotAllowed { path: PathBuf, reason: String },
-    #[error("{path}: bad manifest: {reason}")]
-    Manifest { path: PathBuf, reason: String },
+    #[error("{path}: bad manifest")]
+    Manifest { path: PathBuf, source: Cause },
     #[error("{path}: not a WebAssembly file ({reason})")]
     NotWasm { path: PathBuf, reason: String },
     #[error(
@@ -35,14 +40,28 @@ pub enum LoadError {
          (or turn it into a component with `wasm-tools component new`)"
     )]
     CoreModule { path: PathBuf },
-    #[error("{path}: not a valid component: {reason}")]
-    Invalid { path: PathBuf, reason: String },
-    #[error("{path}: imports something kp does not provide: {reason}")]
-    UnsupportedImport { path: PathBuf, reason: String },
+    #[error("{path}: not a valid component")]
+    Invalid { path: PathBuf, source: Cause },
+    #[error("{path}: imports something kp does not provide")]
+    UnsupportedImport { path: PathBuf, source: Cause },
     #[error("{path}: does not implement the world {WORLD}: {reason}")]
     WrongWorld { path: PathBuf, reason: String },
-    #[error("{path}: an instance does not start: {reason}")]
-    StartFailed { path: PathBuf, reason: String },
+    #[error("{path}: an instance does not start")]
+    StartFailed { path: PathBuf, source: Cause },
+}
+
+impl LoadError {
+    /// The refusal with every cause under it, "what: why: why deeper", for the log and status.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
 }
 
 /// What a module file looks like from its first bytes.
@@ -147,7 +166,7 @@ impl Sandbox {
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let mut manifest = Manifest::load_for(path).map_err(|e| LoadError::Manifest {
             path: Manifest::path_for(path),
-            reason: format!("{e:#}"),
+            source: e.into(),
         })?;
         admit(&mut manifest).map_err(|reason| LoadError::NotAllowed {
             path: path.to_path_buf(),
@@ -169,6 +188,7 @@ impl Sandbox {
         bytes: &[u8],
         manifest: Manifest,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let _loading = tracing::info_span!("load", module = %path.display()).entered();
         let started = Instant::now();
         let path_buf = path.to_path_buf();
         match shape(bytes) {
@@ -193,7 +213,7 @@ impl Sandbox {
         }
         .map_err(|e| LoadError::Invalid {
             path: path_buf.clone(),
-            reason: format!("{e:#}"),
+            source: e.into(),
         })?;
 
         let ty = component.component_type();
@@ -210,7 +230,7 @@ impl Sandbox {
                 .instantiate_pre(&component)
                 .map_err(|e| LoadError::UnsupportedImport {
                     path: path_buf.clone(),
-                    reason: format!("{e:#}"),
+                    source: anyhow::Error::from(e).into(),
                 })?;
         if !exports.iter().any(|name| name == HANDLER_EXPORT) {
             let found = if exports.is_empty() {
@@ -252,7 +272,7 @@ impl Sandbox {
         PluginInstance::probe(plugin.clone(), LOAD_INIT_DEADLINE).map_err(|e| {
             LoadError::StartFailed {
                 path: path_buf,
-                reason: e.to_string(),
+                source: Box::new(e),
             }
         })?;
         Ok(plugin)

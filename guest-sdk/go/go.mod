@@ -1,0 +1,3 @@
+module kpguest
+
+go 1.26
