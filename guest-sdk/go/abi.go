@@ -79,13 +79,24 @@ func arenaString(s string) uint32 { return arenaBytes(unsafe.Slice(unsafe.String
 // ---------------------------------------------------------------------------------------------
 // Imports
 
+// goStringAddr is the address of a Go string's bytes, for a host call that reads them before it
+// returns (the caller keeps the string alive across the call with runtime.KeepAlive).
+func goStringAddr(s string) uint32 {
+	if len(s) == 0 {
+		return 1
+	}
+	return uint32(uintptr(unsafe.Pointer(unsafe.StringData(s))))
+}
+
 func hostLog(level Level, text string) {
-	wasmLog(int32(level), arenaString(text), uint32(len(text)))
+	wasmLog(int32(level), goStringAddr(text), uint32(len(text)))
+	runtime.KeepAlive(text)
 }
 
 func hostConfigGet(key string) (string, bool) {
 	ret := callArena.alloc(4, 12)
-	wasmConfigGet(arenaString(key), uint32(len(key)), ret)
+	wasmConfigGet(goStringAddr(key), uint32(len(key)), ret)
+	runtime.KeepAlive(key)
 	if load8(ret) == 0 {
 		return "", false
 	}
@@ -230,6 +241,7 @@ func lowerOptionalBytes(p uint32, b []byte) {
 // collector's goroutines run now. Go does not run them after an export returns (golang/go#65199),
 // so without this a handler's garbage piles up until the memory cap.
 func settle() {
+	callArena.reserve()
 	runtime.Gosched()
 }
 

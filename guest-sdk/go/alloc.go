@@ -10,8 +10,12 @@
 //   - it bumps a pointer through an arena of linear memory obtained from the runtime's sbrk
 //     (the memory the Go heap is carved from, but handed out past the heap's own end, so the
 //     collector never scans or reuses it);
-//   - it is //go:nosplit, so it cannot grow the goroutine stack either; nor can anything it calls
-//     (sbrk is a leaf that grows linear memory with memory.grow);
+//   - it is //go:nosplit, so it cannot grow the goroutine stack itself; sbrk (a leaf that grows
+//     linear memory with memory.grow) is not marked nosplit, so realloc calls it as rarely as
+//     possible: every export ends by reserving a chunk twice as large as the largest block ever
+//     asked for (arena.reserve), and only a message larger than that makes realloc call sbrk;
+//   - when there is no memory left it returns an address past the end of memory, so the host
+//     traps instead of writing the message over low memory;
 //   - the arena is reset once the host has read a result (post-return), so memory is reused
 //     across calls: it grows to the largest single call, not with the number of calls.
 //
@@ -41,14 +45,22 @@ type chunk struct{ start, end uint32 }
 type arena struct {
 	chunks [64]chunk
 	count  int    // chunks obtained so far
-	cur    int    // the chunk being handed out
-	next   uint32 // next free address in chunks[cur]
+	cur     int    // the chunk being handed out
+	next    uint32 // next free address in chunks[cur]
+	largest uint32 // the largest block asked for so far
 }
 
 // The WASI adapter's memory: allocated once per instance, never reset.
 var adapterArena arena
 
 const minChunk = 1 << 20
+
+// outOfMemory is what realloc returns when it has no memory: an address past the end of any
+// wasm32 memory, so the host traps ("beyond end of memory") instead of writing anywhere. (Zero
+// would not do: wasmtime accepts address 0, and the message would overwrite low memory.)
+//
+//go:nosplit
+func outOfMemory(align uint32) uint32 { return ^uint32(0) &^ (align - 1) }
 
 //go:nosplit
 func (a *arena) alloc(align, size uint32) uint32 {
@@ -57,9 +69,13 @@ func (a *arena) alloc(align, size uint32) uint32 {
 	}
 	for {
 		if a.cur < a.count {
+			end := a.chunks[a.cur].end
 			p := (a.next + align - 1) &^ (align - 1)
-			if p+size <= a.chunks[a.cur].end && p >= a.next {
+			if p >= a.next && p <= end && size <= end-p {
 				a.next = p + size
+				if size > a.largest {
+					a.largest = size
+				}
 				return p
 			}
 			if a.cur+1 < a.count {
@@ -68,22 +84,55 @@ func (a *arena) alloc(align, size uint32) uint32 {
 				continue
 			}
 		}
-		// A new chunk, large enough for this request.
-		if a.count == len(a.chunks) {
-			return 0 // the host traps on a null result: out of memory for this call
+		if !a.addChunk(size, align) {
+			return outOfMemory(align)
 		}
-		n := uint32(minChunk)
-		if size+align > n {
-			n = (size + align + minChunk - 1) &^ (minChunk - 1)
+	}
+}
+
+// addChunk takes a new chunk from sbrk, large enough for size bytes at align, and at least
+// twice the previous one (so 64 chunks cover any wasm32 memory); false when there is no more.
+//
+//go:nosplit
+func (a *arena) addChunk(size, align uint32) bool {
+	if a.count == len(a.chunks) || size > (1<<31) {
+		return false
+	}
+	n := uint32(minChunk)
+	if a.count > 0 {
+		last := a.chunks[a.count-1]
+		if grown := 2 * (last.end - last.start); grown > n && grown <= 1<<30 {
+			n = grown
 		}
-		start := uint32(uintptr(sbrk(uintptr(n))))
-		if start == 0 {
-			return 0
+	}
+	if size+align > n {
+		n = (size + align + minChunk - 1) &^ (minChunk - 1)
+	}
+	start := uint32(uintptr(sbrk(uintptr(n))))
+	if start == 0 {
+		return false
+	}
+	a.chunks[a.count] = chunk{start, start + n}
+	a.cur = a.count
+	a.count++
+	a.next = start
+	return true
+}
+
+// reserve makes room for a call like the last one without sbrk inside realloc: a chunk that
+// holds twice the largest block asked for so far. Called at the end of every export (ordinary Go
+// code, where anything may run); a message larger than twice any before still grows the arena
+// from realloc, through sbrk alone.
+func (a *arena) reserve() {
+	want := 2 * a.largest
+	for i := 0; i < a.count; i++ {
+		if a.chunks[i].end-a.chunks[i].start >= want {
+			return
 		}
-		a.chunks[a.count] = chunk{start, start + n}
-		a.cur = a.count
-		a.count++
-		a.next = start
+	}
+	cur, next := a.cur, a.next
+	if a.addChunk(want, 8) {
+		a.cur, a.next = cur, next // keep handing out where the call is; the chunk waits
 	}
 }
 

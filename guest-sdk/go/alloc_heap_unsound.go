@@ -30,6 +30,8 @@ func (a *heapArena) alloc(align, size uint32) uint32 {
 
 func (a *heapArena) reset() { a.live = a.live[:0] }
 
+func (a *heapArena) reserve() {}
+
 func (a *heapArena) grow(old, oldSize, align, newSize uint32) uint32 {
 	p := a.alloc(align, newSize)
 	if old != 0 && oldSize > 0 {

@@ -146,6 +146,8 @@ impl EngineArgs {
     /// Flags over `file` over the defaults, and the checks that need no cluster.
     pub fn over(self, file: FileConfig, brokers: Option<String>) -> Result<RunConfig> {
         let mut common = property_strings(&file.kafka)?;
+        let mut consumer = property_strings(&file.kafka_consumer)?;
+        let mut producer = property_strings(&file.kafka_producer)?;
         for p in &self.properties {
             let (k, v) = parse_property(p)?;
             if looks_secret(&k) && !is_reference(&v) {
@@ -154,6 +156,10 @@ impl EngineArgs {
                      /proc): write -X {k}=${{file:PATH}} or -X {k}=${{env:NAME}} instead"
                 );
             }
+            // A flag wins over the file's client-specific tables too (they are applied after
+            // the common properties).
+            consumer.remove(&k);
+            producer.remove(&k);
             common.insert(k, v);
         }
         let plugins_dir = self.plugins.or(file.plugins).context(
@@ -166,8 +172,8 @@ impl EngineArgs {
                 .or(file.group_protocol)
                 .unwrap_or_default(),
             common,
-            consumer: property_strings(&file.kafka_consumer)?,
-            producer: property_strings(&file.kafka_producer)?,
+            consumer,
+            producer,
             accept_duplicates: self.accept_duplicates || file.accept_duplicates.unwrap_or(false),
             instance_id: self.instance_id.or(file.instance_id),
             // Set by the runner when it serves /metrics and /status.
@@ -412,6 +418,15 @@ mod tests {
         assert_eq!(o.workers, 3);
         assert_eq!(o.kafka.group_protocol, GroupProtocol::Consumer);
         assert_eq!(o.kafka.common["linger.ms"], "9", "-X wins over [kafka]");
+        let consumer_table = flags(&["--plugins", "p", "-X", "fetch.min.bytes=7"])
+            .over(file("[kafka-consumer]\n\"fetch.min.bytes\" = 1\n"), None)
+            .unwrap();
+        let config = consumer_table.options.kafka.consumer_config("p", "g", 10);
+        assert_eq!(
+            config.get("fetch.min.bytes"),
+            Some("7"),
+            "-X wins over [kafka-consumer]"
+        );
         assert_eq!(o.kafka.common["client.rack"], "a");
         let brokers_flag = flags(&["--plugins", "p"])
             .over(file("brokers = \"file:9092\""), Some("flag:9092".into()))

@@ -85,10 +85,12 @@ pub fn for_embedded_broker(kafka: &mut KafkaSettings, bootstrap: &str) {
             ("session.timeout.ms", "6000"),
             ("heartbeat.interval.ms", "500"),
         ] {
-            kafka
-                .consumer
-                .entry(key.into())
-                .or_insert_with(|| value.into());
+            if !kafka.common.contains_key(key) {
+                kafka
+                    .consumer
+                    .entry(key.into())
+                    .or_insert_with(|| value.into());
+            }
         }
     }
 }
@@ -105,21 +107,30 @@ pub(crate) fn create_topics(kafka: &KafkaSettings, topics: &[String]) -> Result<
         rdkafka::consumer::DefaultConsumerContext,
         "creating a client of the embedded broker",
     )?;
-    for topic in topics {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+    // One bound for them all: this runs under the registry's lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut waiting: Vec<&String> = topics.iter().collect();
+    while !waiting.is_empty() {
+        waiting.retain(|topic| {
             let created = client
                 .fetch_metadata(Some(topic), Duration::from_secs(2))
                 .is_ok_and(|md| crate::kafka::has_topic(&md, topic));
             if created {
                 println!("kp dev: created topic {topic}");
-                break;
             }
-            if Instant::now() > deadline {
-                bail!("the embedded broker did not create topic {topic}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            !created
+        });
+        if waiting.is_empty() {
+            break;
         }
+        if Instant::now() > deadline {
+            let names: Vec<&str> = waiting.iter().map(|t| t.as_str()).collect();
+            bail!(
+                "the embedded broker did not create topic(s) {}",
+                names.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
 }
@@ -131,6 +142,14 @@ pub async fn dev(
     options: DevOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<RunReport> {
+    if !options.listen.ip().is_loopback() {
+        bail!(
+            "kp dev --listen {}: the embedded broker has no authentication, so it answers on a \
+             loopback address only (127.0.0.1 or ::1); clients elsewhere could not reach it past \
+             the first connection anyway",
+            options.listen
+        );
+    }
     let cluster = MockCluster::new(1).context("starting the embedded broker")?;
     let mock = cluster.bootstrap_servers();
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -143,7 +162,7 @@ pub async fn dev(
             )
         })?;
     let listen = listener.local_addr()?;
-    let forwarder = tokio::spawn(forward(listener, mock.clone()));
+    let forwarder = AbortOnDrop(tokio::spawn(forward(listener, mock.clone())));
     let (inputs, outputs) = topics_of(&config.plugins_dir);
     for topic in inputs.iter().chain(outputs.iter()) {
         cluster
@@ -200,23 +219,46 @@ pub async fn dev(
     };
     drop(tail);
     drop(watch);
-    forwarder.abort();
+    drop(forwarder);
     drop(cluster);
     report
 }
 
+/// Connections the forwarder serves at once (each holds two sockets).
+const MAX_CONNECTIONS: usize = 256;
+
 /// Forwards every connection to `listen` to the mock cluster at `mock`.
 async fn forward(listener: tokio::net::TcpListener, mock: String) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((mut client, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning on the error.
+                tracing::warn!("kp dev: accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let mock = mock.clone();
         tokio::spawn(async move {
             if let Ok(mut broker) = tokio::net::TcpStream::connect(&mock).await {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
             }
+            drop(slot);
         });
+    }
+}
+
+/// A task aborted when its owner goes, on every path out of `dev` (an early error included).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -309,9 +351,12 @@ fn record_line(m: &BorrowedMessage<'_>) -> serde_json::Value {
 /// committed one (the mock cluster drops the oldest records past 5 MiB or 100,000 batches).
 fn watch_retention(dir: &Path, mock: &str, stop: &Stop) {
     let mut readers: BTreeMap<String, BaseConsumer> = BTreeMap::new();
-    let mut said: BTreeMap<(String, String, i32), i64> = BTreeMap::new();
+    let mut said: BTreeMap<(String, String, i32), (i64, Instant)> = BTreeMap::new();
     while !stop.wait_timeout(Duration::from_secs(2)) {
-        for manifest in manifests(dir) {
+        let manifests = manifests(dir);
+        // A client per group that still has a plugin (each is a few librdkafka threads).
+        readers.retain(|group, _| manifests.iter().any(|m| &m.group_id == group));
+        for manifest in manifests {
             let group = manifest.group_id.clone();
             if !readers.contains_key(&group) {
                 match reader(mock, &group) {
@@ -323,6 +368,9 @@ fn watch_retention(dir: &Path, mock: &str, stop: &Stop) {
             }
             let reader = &readers[&group];
             for topic in &manifest.input_topics {
+                if stop.is_triggered() {
+                    return;
+                }
                 let partitions = reader
                     .fetch_metadata(Some(topic), Duration::from_secs(2))
                     .map(|md| {
@@ -352,8 +400,13 @@ fn watch_retention(dir: &Path, mock: &str, stop: &Stop) {
                     };
                     let key = (manifest.name.clone(), topic.clone(), partition);
                     let lost = low - committed;
-                    if lost > 0 && said.get(&key).is_none_or(|&before| before < low) {
-                        said.insert(key, low);
+                    // Once per loss, and not more than every 30 s for a partition that keeps
+                    // losing records.
+                    let due = said.get(&key).is_none_or(|(before, at)| {
+                        *before < low && at.elapsed() >= Duration::from_secs(30)
+                    });
+                    if lost > 0 && due {
+                        said.insert(key, (low, Instant::now()));
                         tracing::error!(
                             plugin = %manifest.name, topic = %topic, partition,
                             "RECORDS LOST: the embedded broker dropped {lost} record(s) of \

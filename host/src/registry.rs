@@ -285,6 +285,7 @@ impl PluginRegistry {
         match file {
             ModuleFile::File => {}
             ModuleFile::Absent => {
+                self.unsettled.remove(name);
                 if self.stop_running(name) {
                     self.status.set(name, PluginState::Removed, None, None);
                 }
@@ -292,6 +293,7 @@ impl PluginRegistry {
             }
             // What replaced the module cannot be loaded: the module is gone, as if deleted.
             ModuleFile::Unusable(why) => {
+                self.unsettled.remove(name);
                 self.stop_running(name);
                 self.refuse(name, why);
                 return Synced::Done;

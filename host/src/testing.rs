@@ -5,7 +5,8 @@
 //! per line, the expected file one result per input message, in order. An expected line says only
 //! what it cares about: **a field left out matches anything** (a timestamp, a trace header's value,
 //! an error's wording), while every field written must match exactly, and a list must have the
-//! same length, element by element. So
+//! same length, element by element. Success is always compared: a line without `error` expects
+//! the handler to succeed (`{}` means "succeeds, with any outputs"). So
 //!
 //! ```json
 //! {"outputs": [{"value": "HELLO", "headers": [{"name": "trace-id"}]}]}
@@ -94,7 +95,7 @@ pub fn run(
     let mut mismatches = Vec::new();
     for case in 0..results.len().max(expected.len()) {
         match (expected.get(case), results.get(case)) {
-            (Some(e), Some(a)) => compare(e, a, case + 1, String::new(), &mut mismatches),
+            (Some(e), Some(a)) => compare_case(e, a, case + 1, &mut mismatches),
             (e, a) => mismatches.push(Mismatch {
                 case: case + 1,
                 at: String::new(),
@@ -119,6 +120,21 @@ fn parse_lines(text: &str, name: &str) -> Result<Vec<Value>> {
             serde_json::from_str(line).with_context(|| format!("{name}, line {}", n + 1))
         })
         .collect()
+}
+
+/// Compares one case's result with its expected line.
+fn compare_case(expected: &Value, actual: &Value, case: usize, out: &mut Vec<Mismatch>) {
+    // Whether the handler succeeded is always compared: an expected line that names no error
+    // expects outputs, even when it names nothing else.
+    if expected.get("error").is_none() && actual.get("error").is_some() {
+        out.push(Mismatch {
+            case,
+            at: "error".into(),
+            expected: None,
+            actual: actual.get("error").cloned(),
+        });
+    }
+    compare(expected, actual, case, String::new(), out)
 }
 
 /// Compares `actual` with `expected`: the fields `expected` names must match; others are free.
@@ -202,6 +218,25 @@ mod tests {
             diff(json!({"error": {"kind": "bad-message"}}), actual),
             ["case 1: error: expected {\"kind\":\"bad-message\"}, got nothing"]
         );
+    }
+
+    #[test]
+    fn a_line_without_an_error_expects_success() {
+        let trapped = json!({"offset": 0, "error": {"kind": "trap", "message": "boom"}});
+        let mut out = Vec::new();
+        compare_case(&json!({}), &trapped, 1, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].at, "error");
+        out.clear();
+        compare_case(&json!({"error": {}}), &trapped, 1, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        compare_case(
+            &json!({}),
+            &json!({"offset": 0, "outputs": []}),
+            1,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

@@ -196,9 +196,13 @@ pub(crate) fn clear_last_words() {
 }
 
 /// The last lines the guest wrote to stderr during this thread's current call, joined with
-/// " | " and sanitized; `None` when it wrote nothing.
-pub(crate) fn last_words() -> Option<String> {
-    let text = STDERR_TAIL.with(|tail| String::from_utf8_lossy(&tail.borrow()).into_owned());
+/// " | " and sanitized; `None` when it wrote nothing. Taken: a second read gets nothing.
+pub(crate) fn take_last_words() -> Option<String> {
+    let text = STDERR_TAIL.with(|tail| {
+        let text = String::from_utf8_lossy(&tail.borrow()).into_owned();
+        tail.borrow_mut().clear();
+        text
+    });
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -210,7 +214,9 @@ pub(crate) fn last_words() -> Option<String> {
         return None;
     }
     let last = &lines[lines.len().saturating_sub(LAST_WORDS_LINES)..];
-    Some(sanitize(&last.join(" | "), LAST_WORDS))
+    // The tail is LAST_WORDS bytes already; escaping may lengthen it, and the end (a traceback's
+    // last line) is what matters, so the bound here is looser than the tail's.
+    Some(sanitize(&last.join(" | "), 2 * LAST_WORDS))
 }
 
 /// The message a guest call on this thread handles, until dropped (an unwinding call included).
@@ -246,25 +252,27 @@ mod tests {
             GuestLog::new(&identity, Stream::Stderr),
         );
         let _call = Handling::start(1);
-        assert_eq!(last_words(), None);
+        assert_eq!(take_last_words(), None);
         out.push(b"stdout is not kept\n");
         err.push(b"thread '<unnamed>' panicked at src/lib.rs:9:5:\n");
         err.push(b"boom\n\n");
         assert_eq!(
-            last_words().as_deref(),
+            take_last_words().as_deref(),
             Some("thread '<unnamed>' panicked at src/lib.rs:9:5: | boom")
         );
+        assert_eq!(take_last_words(), None, "taken once");
         // A flood keeps only its end, within bounds.
         for i in 0..1000 {
             err.push(format!("line {i}\n").as_bytes());
         }
-        let words = last_words().unwrap();
+        let words = take_last_words().unwrap();
         assert!(words.ends_with("line 999"), "{words}");
         assert!(words.len() <= LAST_WORDS);
         assert_eq!(words.matches(" | ").count(), LAST_WORDS_LINES - 1);
         // The next call starts with nothing.
         drop(_call);
+        err.push(b"left over from an earlier call\n");
         let _next = Handling::start(2);
-        assert_eq!(last_words(), None);
+        assert_eq!(take_last_words(), None);
     }
 }

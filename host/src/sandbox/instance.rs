@@ -119,6 +119,8 @@ impl PluginInstance {
 
     fn start(&mut self) -> Result<Live, HandlerFailure> {
         self.started += 1;
+        // What another guest wrote on this thread is not this one's account of a failure.
+        super::guest_stdio::clear_last_words();
         let plugin = &self.plugin;
         let share = ShareSlot::take(plugin)?;
         let state = GuestState::new(
@@ -197,10 +199,11 @@ impl PluginInstance {
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return HandlerFailure::Timeout(limits.timeout.as_millis() as u64);
         }
-        // The guest's own account first (a panic message, an exception, a traceback's end).
-        match super::guest_stdio::last_words() {
+        // The guest's own account first (a panic message, an exception, a traceback's end),
+        // marked as the guest's: it is text the guest chose.
+        match super::guest_stdio::take_last_words() {
             Some(words) => HandlerFailure::Trap(format!(
-                "{words} (trapped during {during}: {})",
+                "guest stderr: \"{words}\" (trapped during {during}: {})",
                 describe(&error)
             )),
             None => HandlerFailure::Trap(format!("during {during}: {}", describe(&error))),
