@@ -234,6 +234,7 @@ fn readme(language: Language) -> String {
             "clang, lld and wasi-libc (Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32) and kp on PATH",
         ),
     };
+    let listen = crate::dev::DEFAULT_LISTEN;
     format!(
         "# {{{{name}}}}: a kp message handler\n\n\
          Your handler is in `{source}`; its manifest (topics, limits, failure policy, config) in \
@@ -244,9 +245,9 @@ fn readme(language: Language) -> String {
          mkdir -p plugins && cp {{{{name}}}}.wasm {{{{name}}}}.toml plugins/\n\
          kp dev --plugins plugins --tail  # an embedded broker; prints every output it produces\n\
          ```\n\n\
-         `kp dev` prints the broker's address (127.0.0.1:9092 unless `--listen` says otherwise): \
+         `kp dev` prints the broker's address ({listen} unless `--listen` says otherwise): \
          produce to `{{{{name}}}}-in` with any Kafka client, e.g. \
-         `echo hello | kcat -b 127.0.0.1:9092 -P -t {{{{name}}}}-in`. A line of \
+         `echo hello | kcat -b {listen} -P -t {{{{name}}}}-in`. A line of \
          `test/expected.jsonl` names only what it checks: a field left out matches anything. \
          `kp replay --plugin {{{{name}}}}.wasm --input test/input.jsonl` prints the whole results. \
          `kp check {{{{name}}}}.wasm` describes the module. To deploy, put `{{{{name}}}}.wasm` and \
