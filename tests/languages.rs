@@ -442,6 +442,32 @@ fn the_go_sdk_survives_a_collector_forced_to_run_and_the_stress_catches_an_unsou
 // ---------------------------------------------------------------------------------------------
 // The examples on the real broker
 
+/// The JavaScript example in `dir`, reading `orders` and writing `{prefix}{region}` (topics
+/// created here), in group `{t}-js`.
+fn add_order_router(dir: &Path, t: &str, orders: &str, prefix: &str) {
+    for region in ["eu", "us", "apac", "other", "large"] {
+        create_topic(&format!("{prefix}{region}"), 1);
+    }
+    add_example(
+        dir,
+        "order-router",
+        &[("orders\"", &format!("{orders}\"")), ("orders-", prefix)],
+        &format!("{t}-js"),
+    );
+}
+
+/// The Python example in `dir`, reading `events` and writing `clean` (created here), in group
+/// `{t}-py`.
+fn add_redact(dir: &Path, t: &str, events: &str, clean: &str) {
+    create_topic(clean, 1);
+    add_example(
+        dir,
+        "redact",
+        &[("user-events-clean", clean), ("user-events", events)],
+        &format!("{t}-py"),
+    );
+}
+
 /// Copies an example into `dir` with its manifest's topics (and group) renamed for this test.
 fn add_example(dir: &Path, name: &str, renames: &[(&str, &str)], group: &str) {
     std::fs::copy(
@@ -469,25 +495,12 @@ fn a_js_exception_and_a_python_traceback_reach_the_dead_letter_header() {
         format!("{t}-events-clean"),
         format!("{t}-dlq"),
     );
-    for topic in [&orders, &events, &clean, &dlq] {
+    for topic in [&orders, &events, &dlq] {
         create_topic(topic, 1);
     }
-    for region in ["eu", "us", "apac", "other", "large"] {
-        create_topic(&format!("{prefix}{region}"), 1);
-    }
     let plugins = tempfile::tempdir().unwrap();
-    add_example(
-        plugins.path(),
-        "order-router",
-        &[("orders\"", &format!("{orders}\"")), ("orders-", &prefix)],
-        &format!("{t}-js"),
-    );
-    add_example(
-        plugins.path(),
-        "redact",
-        &[("user-events-clean", &clean), ("user-events", &events)],
-        &format!("{t}-py"),
-    );
+    add_order_router(plugins.path(), &t, &orders, &prefix);
+    add_redact(plugins.path(), &t, &events, &clean);
     for name in ["order-router", "redact"] {
         let path = plugins.path().join(format!("{name}.toml"));
         let manifest = std::fs::read_to_string(&path).unwrap();
@@ -554,26 +567,13 @@ fn js_python_c_and_go_examples_run_side_by_side_on_the_real_broker() {
     for kind in ["view", "purchase"] {
         create_topic(&format!("{sessions}{kind}"), 1);
     }
-    for region in ["eu", "us", "apac", "other", "large"] {
-        create_topic(&format!("{prefix}{region}"), 1);
-    }
-    for topic in [&clean, &metrics, &alerts] {
+    for topic in [&metrics, &alerts] {
         create_topic(topic, 1);
     }
 
     let plugins = tempfile::tempdir().unwrap();
-    add_example(
-        plugins.path(),
-        "order-router",
-        &[("orders\"", &format!("{orders}\"")), ("orders-", &prefix)],
-        &format!("{t}-js"),
-    );
-    add_example(
-        plugins.path(),
-        "redact",
-        &[("user-events-clean", &clean), ("user-events", &events)],
-        &format!("{t}-py"),
-    );
+    add_order_router(plugins.path(), &t, &orders, &prefix);
+    add_redact(plugins.path(), &t, &events, &clean);
     add_example(
         plugins.path(),
         "metrics",

@@ -74,7 +74,7 @@ func arenaBytes(b []byte) uint32 {
 	return addr
 }
 
-func arenaString(s string) uint32 { return arenaBytes(unsafe.Slice(unsafe.StringData(s), len(s))) }
+func arenaString(s string) uint32 { return arenaBytes(stringBytes(s)) }
 
 // ---------------------------------------------------------------------------------------------
 // Imports
@@ -125,10 +125,8 @@ func exportInit() uint32 {
 	if err == nil {
 		store8(ret, 0)
 	} else {
-		text := err.Error()
-		store8(ret, 1)
-		store32(ret+4, arenaString(text))
-		store32(ret+8, uint32(len(text)))
+		// result<_, string>'s error has option<string>'s layout: tag 1, pointer, length.
+		lowerOptionalBytes(ret, []byte(err.Error()))
 	}
 	settle()
 	return ret
@@ -194,13 +192,7 @@ func lowerOutputs(outputs []Output) uint32 {
 	base := callArena.alloc(4, uint32(52*len(outputs)))
 	for i, o := range outputs {
 		p := base + uint32(52*i)
-		if o.Topic != "" {
-			store8(p, 1)
-			store32(p+4, arenaString(o.Topic))
-			store32(p+8, uint32(len(o.Topic)))
-		} else {
-			store8(p, 0)
-		}
+		lowerOptionalBytes(p, stringBytes(o.Topic)) // "" is the manifest's topic: none
 		lowerOptionalBytes(p+12, o.Key)
 		lowerOptionalBytes(p+24, o.Value)
 		headers := uint32(4)
@@ -226,7 +218,16 @@ func lowerOutputs(outputs []Output) uint32 {
 	return base
 }
 
-// lowerOptionalBytes writes option<list<u8>> at p: nil is none, anything else (empty too) is some.
+// stringBytes is s's bytes without a copy, nil for "" (read-only: arenaBytes copies them).
+func stringBytes(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+// lowerOptionalBytes writes option<list<u8>> (or option<string>) at p: nil is none, anything else
+// (empty too) is some.
 func lowerOptionalBytes(p uint32, b []byte) {
 	if b == nil {
 		store8(p, 0)

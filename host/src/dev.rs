@@ -33,7 +33,7 @@ use crate::kafka::{GroupProtocol, KafkaSettings};
 use crate::manifest::Manifest;
 use crate::replay::encode_bytes;
 use crate::runner::{self, RunConfig, RunReport};
-use crate::stop::{Stop, join_logged};
+use crate::stop::{Stop, StoppableThread};
 
 /// Partitions of each topic the embedded broker is given at start (a topic created later, for a
 /// plugin added while kp dev runs, gets the mock cluster's default, 4).
@@ -189,13 +189,13 @@ pub async fn dev(
     config.options.create_missing_topics = true;
     config.wait_for_plugins = config.watch;
     // Records the embedded broker drops before a plugin handled them are said loudly.
-    let watch = Background::start("kp-dev-retention", {
+    let watch = StoppableThread::spawn("kp-dev-retention", {
         let (dir, mock) = (config.plugins_dir.clone(), mock.clone());
         move |stop| watch_retention(&dir, &mock, &stop)
     })?;
     let tail = if options.tail && !options.demo {
         let (dir, mock) = (config.plugins_dir.clone(), mock.clone());
-        Some(Background::start("kp-dev-tail", move |stop| {
+        Some(StoppableThread::spawn("kp-dev-tail", move |stop| {
             tail_outputs(&dir, &mock, &stop)
         })?)
     } else {
@@ -259,36 +259,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// A thread of `kp dev`'s, stopped and joined when dropped.
-struct Background {
-    stop: Stop,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Background {
-    fn start(name: &str, run: impl FnOnce(Stop) + Send + 'static) -> Result<Self> {
-        let stop = Stop::new();
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || run(stopped))
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Background {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.trigger();
-        if let Some(thread) = self.thread.take() {
-            join_logged(thread);
-        }
     }
 }
 

@@ -8,9 +8,11 @@
 //! poll, a worker's turn) reads [`Stop::is_triggered`] between steps.
 //!
 //! [`join_logged`] joins a thread and logs its panic with the thread's name, where a bare
-//! `let _ = handle.join()` would lose it. The owners of kp's threads (the plugin consumer, the
-//! committer, the folder watcher, the epoch ticker) trigger and join in `Drop`, so forgetting to
-//! stop one cannot leave a thread behind, and joining never waits on a thread nobody stopped.
+//! `let _ = handle.join()` would lose it. [`StoppableThread`] is a thread run with its own `Stop`,
+//! triggered and joined when dropped: the plugin consumer, the folder watcher, the epoch ticker
+//! and `kp dev`'s helpers are each one, so forgetting to stop one cannot leave a thread behind,
+//! and joining never waits on a thread nobody stopped. (The committer stops on a message of its
+//! channel instead, and joins in its own `Drop`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,6 +94,41 @@ impl Stop {
     }
 }
 
+/// A named thread that runs until its [`Stop`] is triggered; triggered and joined when dropped.
+pub struct StoppableThread {
+    stop: Stop,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoppableThread {
+    /// Starts `run` on a thread called `name`, with the stop it must watch.
+    pub fn spawn(name: &str, run: impl FnOnce(Stop) + Send + 'static) -> std::io::Result<Self> {
+        let stop = Stop::new();
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(stopped))?;
+        Ok(StoppableThread {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Triggers the stop without waiting: to stop several at once, ask each, then drop each.
+    pub fn request_stop(&self) {
+        self.stop.trigger();
+    }
+}
+
+impl Drop for StoppableThread {
+    fn drop(&mut self) {
+        self.stop.trigger();
+        if let Some(thread) = self.thread.take() {
+            join_logged(thread);
+        }
+    }
+}
+
 /// Joins `thread`, logging its panic (with the thread's name) instead of dropping it.
 pub fn join_logged(thread: JoinHandle<()>) {
     let name = thread.thread().name().unwrap_or("unnamed").to_string();
@@ -141,6 +178,23 @@ mod tests {
             recv(stop.signal()) -> _ => {}
             default(Duration::from_secs(30)) => panic!("the signal did not fire"),
         }
+    }
+
+    #[test]
+    fn a_stoppable_thread_is_stopped_and_joined_when_dropped() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let ran = ran.clone();
+            StoppableThread::spawn("kp-test-stoppable", move |stop| {
+                while !stop.wait_timeout(Duration::from_secs(30)) {}
+                ran.store(true, Ordering::SeqCst);
+            })
+            .unwrap()
+        };
+        let started = Instant::now();
+        drop(thread); // would wait 30 s if the stop were not triggered
+        assert!(ran.load(Ordering::SeqCst), "joined: the thread finished");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

@@ -26,10 +26,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::stop::{Stop, join_logged};
+use crate::stop::{Stop, StoppableThread};
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -510,10 +509,9 @@ impl PluginContext {
 pub struct PluginConsumer {
     /// What it shows an operator.
     view: Arc<PluginView>,
-    /// Tells the polling thread to drain and leave (it reads it between polls of librdkafka).
-    stop: Stop,
-    /// Joined when the consumer is dropped: dropping it drains, commits and leaves the group.
-    thread: Option<JoinHandle<()>>,
+    /// The polling thread: told to drain and leave by its stop (read between polls of
+    /// librdkafka); dropping the consumer drains, commits, leaves the group and joins it.
+    thread: StoppableThread,
 }
 
 impl PluginConsumer {
@@ -563,20 +561,14 @@ impl PluginConsumer {
             .subscribe(&topics)
             .with_context(|| format!("plugin {name}: subscribing to {topics:?}"))?;
         let committer = Committer::start(name.clone(), consumer.clone(), commits, commit_rx)?;
-        let stop = Stop::new();
-        let stopped = stop.clone();
         let watch = TopicWatch::new(manifest.input_topics.clone());
         let span = tracing::info_span!("consumer", plugin = %name);
-        let thread = std::thread::Builder::new()
-            .name(format!("kp-poll-{name}"))
-            .spawn(move || span.in_scope(|| poll_loop(consumer, committer, &stopped, watch)))
-            .context("starting the consumer thread")?;
-        tracing::info!(plugin = %name, version = %first.version(), group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
-        Ok(PluginConsumer {
-            view,
-            stop,
-            thread: Some(thread),
+        let thread = StoppableThread::spawn(&format!("kp-poll-{name}"), move |stopped| {
+            span.in_scope(|| poll_loop(consumer, committer, &stopped, watch))
         })
+        .context("starting the consumer thread")?;
+        tracing::info!(plugin = %name, version = %first.version(), group = %manifest.group_id, topics = ?manifest.input_topics, "plugin consuming");
+        Ok(PluginConsumer { view, thread })
     }
 
     /// What it shows an operator.
@@ -591,20 +583,10 @@ impl PluginConsumer {
     }
 
     /// Asks the consumer to drain and leave its group, without waiting: to stop several at
-    /// once, ask each, then drop each.
+    /// once, ask each, then drop each (dropping drains, commits, leaves the group, and waits for
+    /// all of it, bounded by the drain timeout).
     pub fn request_stop(&self) {
-        self.stop.trigger();
-    }
-}
-
-impl Drop for PluginConsumer {
-    /// Drains the partitions, commits, leaves the group, and waits for all of it (bounded by
-    /// the drain timeout).
-    fn drop(&mut self) {
-        self.stop.trigger();
-        if let Some(t) = self.thread.take() {
-            join_logged(t);
-        }
+        self.thread.request_stop();
     }
 }
 

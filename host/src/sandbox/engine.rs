@@ -1,7 +1,6 @@
 //! The shared wasmtime `Engine`: component model, epoch interruption driven by a ticker thread,
 //! and the pooling allocator sized for many small instances.
 
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -9,7 +8,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 
 use super::IntoAnyhow;
 use crate::manifest::MAX_MEMORY_MIB;
-use crate::stop::{Stop, join_logged};
+use crate::stop::StoppableThread;
 
 /// How often the epoch advances. A call's deadline is rounded up to a whole number of ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -81,40 +80,23 @@ pub fn build_engine(allocation: Allocation) -> Result<Engine> {
         .context("configuring the wasmtime engine")
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped (then stopped at once and
+/// joined, so no thread outlives the sandbox).
 pub struct EpochTicker {
-    /// Stops the thread (at once, not at its next tick).
-    stop: Stop,
-    /// Joined on drop so no thread outlives the sandbox.
-    thread: Option<JoinHandle<()>>,
+    /// Held for its `Drop`: stops and joins the thread.
+    _thread: StoppableThread,
 }
 
 impl EpochTicker {
     pub fn start(engine: &Engine) -> Result<Self> {
-        let stop = Stop::new();
         let engine = engine.clone();
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("kp-epoch".into())
-            .spawn(move || {
-                while !stopped.wait_timeout(EPOCH_TICK) {
-                    engine.increment_epoch();
-                }
-            })
-            .context("starting the epoch ticker thread")?;
-        Ok(EpochTicker {
-            stop,
-            thread: Some(thread),
+        let thread = StoppableThread::spawn("kp-epoch", move |stop| {
+            while !stop.wait_timeout(EPOCH_TICK) {
+                engine.increment_epoch();
+            }
         })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.trigger();
-        if let Some(thread) = self.thread.take() {
-            join_logged(thread);
-        }
+        .context("starting the epoch ticker thread")?;
+        Ok(EpochTicker { _thread: thread })
     }
 }
 
