@@ -12,15 +12,6 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use support::{Kp, PluginDir, manifest, plugins_dist};
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Produces `(key, value)` records to `topic` through `bootstrap`, as any Kafka client would.
 fn produce_to(bootstrap: &str, topic: &str, records: &[(&str, &str)]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -67,7 +58,7 @@ fn a_fixed_address_dead_letters_and_tail() {
             "[on-failure]\ndead-letter-topic = \"dev-dlq\"\n",
         ),
     );
-    let port = free_port();
+    let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut kp = Kp::dev(plugins.path(), &["--listen", &listen, "--tail"]);
     assert_eq!(broker_address(&mut kp), listen, "the address asked for");
@@ -200,4 +191,16 @@ fn records_the_embedded_broker_drops_before_they_are_handled_are_reported() {
         logs.contains("the embedded broker dropped") && logs.contains("flood-in/"),
         "{logs}"
     );
+}
+
+#[test]
+fn an_address_off_loopback_is_refused() {
+    // The embedded broker has no authentication: it must not answer beyond this machine.
+    let plugins = PluginDir::new();
+    let mut kp = Kp::dev(plugins.path(), &["--listen", "0.0.0.0:0"]);
+    let status = kp.wait(Duration::from_secs(60));
+    let logs = kp.logs();
+    assert!(!status.success(), "{logs}");
+    assert!(logs.contains("loopback"), "{logs}");
+    assert!(!logs.contains("embedded Kafka broker at"), "{logs}");
 }
