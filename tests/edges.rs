@@ -157,7 +157,12 @@ fn refused_outputs_are_dead_lettered_with_the_reason() {
         kp,
         _plugins,
     } = refused_outputs("dead-letter");
-    let dead = read_all(&dlq, 3, Duration::from_secs(90));
+    let mut dead = read_all(&dlq, 3, Duration::from_secs(90));
+    // In the order the refusals came: the missing partition's is not always learned before the
+    // missing topic's (it waits for the new output topic's metadata), so by source offset.
+    let source_offset =
+        |r: &Read| -> i64 { r.header_str("kp.source.offset").unwrap().parse().unwrap() };
+    dead.sort_by_key(source_offset);
     wait_committed_to_end(&group, &input, Duration::from_secs(60));
     let (status, logs) = kp.stop();
     assert!(status.success(), "{logs}");
