@@ -133,6 +133,11 @@ group.consumer.heartbeat.interval.ms=1000
 group.min.session.timeout.ms=1000
 auto.create.topics.enable=false
 delete.topic.enable=true
+# 1 MiB index files, not 10: the first entry in a new segment's sparse, preallocated index faults
+# the whole file in on this kernel (readahead zeroing it), 2.5-3 ms and 10 MB of page cache per
+# index, so a 1,000-partition topic cost the broker ~5 s of CPU and 20 GB of cache (measured
+# 2026-11-30; host/benches/scale.rs touch_indexes). A segment still holds 512 MiB of log.
+log.index.size.max.bytes=1048576
 PROPS
   # A log dir formatted by an older version of this script has no SCRAM user: format it again.
   if [ -f "$data/meta.properties" ] && [ ! -f "$data/.kp-scram" ]; then

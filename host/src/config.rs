@@ -15,7 +15,7 @@
 //! queue-depth = 10000
 //! accept-duplicates = false      # true lets the producer run without idempotence
 //! instance-id = "kp-1"           # static group membership (fast restarts); unset by default
-//! max-uncommitted = 5000         # per partition: handled but not yet committed, at most
+//! max-uncommitted = 50000        # per partition: handled but not yet committed, at most
 //! workers = 2                    # worker threads (default: the number of cores)
 //! instance-pool = 256            # guest instances over all plugins
 //! http = "127.0.0.1:9464"        # /metrics, /healthz, /readyz, /status, /resume (default: off)
@@ -81,7 +81,7 @@ pub struct EngineArgs {
     #[arg(long)]
     pub queue_depth: Option<usize>,
     /// At most this many messages per partition handled but not yet committed: what a crash can
-    /// make kp handle again [default: 5000].
+    /// make kp handle again [default: 50000].
     #[arg(long)]
     pub max_uncommitted: Option<u64>,
     /// Worker threads that run the partitions of every plugin [default: the number of cores].
