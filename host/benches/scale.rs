@@ -20,10 +20,11 @@
 //! Environment: KP_TEST_BROKERS (default 127.0.0.1:9092), KP_BENCH_MESSAGES (default 1000000),
 //! KP_BENCH_ROUNDS (default 2), KP_BENCH_PARTITION_COUNTS (default "1,6,100,1000"),
 //! KP_BENCH_KP_ARGS (extra `kp run` arguments, space-separated, for experiments).
-//! To profile one side by hand: `KP_SCALE_PREPARE="TOPIC PARTITIONS RECORDS" target/release/deps/scale-*`
-//! creates a topic and fills it (with 0 records: its index files touched); `KP_SCALE_ROUND="kp|loop|loop+idem
-//! INPUT OUTPUT PARTITIONS RECORDS"` measures
-//! one round.
+//!
+//! To profile one side by hand, run the bench executable (`target/release/deps/scale-*`) with
+//! `KP_SCALE_PREPARE="TOPIC PARTITIONS RECORDS"` to create a topic and fill it (with 0 records:
+//! its index files touched), then `KP_SCALE_ROUND="kp|loop|loop+idem INPUT OUTPUT PARTITIONS
+//! RECORDS"` to measure one round.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
