@@ -254,3 +254,60 @@ fn the_smallest_pool_with_trapping_guests_stalls_no_partition() {
     assert_eq!(outputs.len(), expected, "{logs}");
     assert_eq!(logs.matches("SKIPPED").count(), 2 * (EACH / 4), "{logs}");
 }
+
+/// What a plugin holds prefetched is bounded by `--prefetch-mib`, shared by its input partitions,
+/// not by how many partitions it has: with a backlog on 100 partitions and a slow handler (the
+/// backlog waits in librdkafka's queues), kp holds far less with a 4 MiB budget (64 KiB per
+/// partition, the floor) than with one above the backlog.
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test.sh starts one and runs it"]
+fn prefetched_records_are_bounded_by_the_budget_not_by_partitions() {
+    let (input, output) = (unique("prefetch-in"), unique("prefetch-out"));
+    create_topic(&input, 100);
+    create_topic(&output, 1);
+    // 400,000 records of 100 B, 4,000 on each partition: librdkafka's bookkeeping per record
+    // (a few hundred bytes) weighs more than the records.
+    let value = "v".repeat(100);
+    let records: Vec<Rec> = (0..400_000)
+        .map(|i| Rec::kv(&format!("k{i}"), &value))
+        .collect();
+    produce(&input, &records);
+    let peak_rss_mib = |budget: &str| -> u64 {
+        let group = unique("prefetch");
+        let plugins = PluginDir::new();
+        // 1 ms per record: two workers take 2,000 records/s, the fetcher far more.
+        let slow = "[config]\ndelay-us = 1000\n";
+        plugins.add("chaos", "slow", &manifest(&input, &output, &group, slow));
+        let kp = Kp::run(
+            plugins.path(),
+            &["--workers", "2", "--prefetch-mib", budget],
+        );
+        let pid = kp.child.id();
+        let started = std::time::Instant::now();
+        let mut first_output = None;
+        let (_, peak) = watch_process(pid, || {
+            if first_output.is_none() && !read_topic(&output).is_empty() {
+                first_output = Some(std::time::Instant::now());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "no output in 90 s: {}",
+                kp.logs()
+            );
+            // Long enough for the fetcher to take in all it may.
+            first_output.is_some_and(|at| at.elapsed() > Duration::from_secs(5))
+        });
+        let (status, logs) = kp.stop();
+        assert!(status.success(), "{logs}");
+        peak
+    };
+    let bounded = peak_rss_mib("4");
+    let unbounded = peak_rss_mib("4096");
+    println!(
+        "peak RSS with 400,000 records waiting on 100 partitions: {bounded} MiB with --prefetch-mib 4, {unbounded} MiB with 4096"
+    );
+    assert!(
+        bounded + 32 < unbounded,
+        "the budget did not bound the prefetch: {bounded} MiB with 4 MiB, {unbounded} MiB with 4096"
+    );
+}

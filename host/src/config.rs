@@ -16,6 +16,7 @@
 //! accept-duplicates = false      # true lets the producer run without idempotence
 //! instance-id = "kp-1"           # static group membership (fast restarts); unset by default
 //! max-uncommitted = 50000        # per partition: handled but not yet committed, at most
+//! prefetch-mib = 256             # per plugin: prefetched records librdkafka may hold, in MiB
 //! workers = 2                    # worker threads (default: the number of cores)
 //! instance-pool = 256            # guest instances over all plugins
 //! http = "127.0.0.1:9464"        # /metrics, /healthz, /readyz, /status, /resume (default: off)
@@ -84,6 +85,10 @@ pub struct EngineArgs {
     /// make kp handle again [default: 50000].
     #[arg(long)]
     pub max_uncommitted: Option<u64>,
+    /// MiB of prefetched records librdkafka may hold per plugin, shared by its input partitions
+    /// (each gets an equal part, 64 KiB to 64 MiB) [default: 256].
+    #[arg(long)]
+    pub prefetch_mib: Option<u64>,
     /// Worker threads that run the partitions of every plugin [default: the number of cores].
     #[arg(long)]
     pub workers: Option<usize>,
@@ -190,6 +195,14 @@ impl EngineArgs {
             .or(file.max_uncommitted)
             .unwrap_or(crate::kafka::DEFAULT_MAX_UNCOMMITTED);
         anyhow::ensure!(max_uncommitted >= 1, "--max-uncommitted must be at least 1");
+        let prefetch_mib = self
+            .prefetch_mib
+            .or(file.prefetch_mib)
+            .unwrap_or(crate::kafka::DEFAULT_PREFETCH_MIB);
+        anyhow::ensure!(
+            (1..=1 << 20).contains(&prefetch_mib),
+            "--prefetch-mib must be between 1 and 1048576 (MiB), got {prefetch_mib}"
+        );
         let mut policy = Policy {
             tenancy: file.tenancy.unwrap_or_default(),
             plugins: file.policy,
@@ -216,6 +229,7 @@ impl EngineArgs {
                     .unwrap_or(crate::kafka::DEFAULT_DRAIN_TIMEOUT),
                 queue_depth,
                 max_uncommitted,
+                prefetch_bytes: prefetch_mib << 20,
                 policy,
                 workers,
                 create_missing_topics: false,
@@ -257,6 +271,8 @@ pub struct FileConfig {
     pub instance_id: Option<String>,
     /// `--max-uncommitted`.
     pub max_uncommitted: Option<u64>,
+    /// `--prefetch-mib`.
+    pub prefetch_mib: Option<u64>,
     /// `--workers`.
     pub workers: Option<usize>,
     /// `--instance-pool`.
@@ -385,6 +401,7 @@ mod tests {
         assert_eq!(o.queue_depth, crate::kafka::DEFAULT_QUEUE_DEPTH);
         assert_eq!(o.drain_timeout, crate::kafka::DEFAULT_DRAIN_TIMEOUT);
         assert_eq!(o.max_uncommitted, crate::kafka::DEFAULT_MAX_UNCOMMITTED);
+        assert_eq!(o.prefetch_bytes, crate::kafka::DEFAULT_PREFETCH_MIB << 20);
         assert_eq!(o.workers, crate::kafka::executor::default_workers());
         assert_eq!(o.commit_mode, CommitMode::Eager);
         assert_eq!(o.kafka.group_protocol, GroupProtocol::Classic);
@@ -421,7 +438,10 @@ mod tests {
         let consumer_table = flags(&["--plugins", "p", "-X", "fetch.min.bytes=7"])
             .over(file("[kafka-consumer]\n\"fetch.min.bytes\" = 1\n"), None)
             .unwrap();
-        let config = consumer_table.options.kafka.consumer_config("p", "g", 10);
+        let config = consumer_table
+            .options
+            .kafka
+            .consumer_config("p", "g", 10, 1024);
         assert_eq!(
             config.get("fetch.min.bytes"),
             Some("7"),

@@ -517,7 +517,7 @@ mod tests {
             kafka
                 .validate()
                 .unwrap_or_else(|e| panic!("{protocol:?}: {e:#}"));
-            let config = kafka.consumer_config("p", "g", 10);
+            let config = kafka.consumer_config("p", "g", 10, 1024);
             assert_eq!(
                 config.get("session.timeout.ms").is_some(),
                 protocol == GroupProtocol::Classic

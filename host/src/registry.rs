@@ -342,7 +342,10 @@ impl PluginRegistry {
         if plan == ReloadPlan::Unchanged {
             return Synced::Done; // nothing changed (a touch, or the same bytes written again)
         }
-        let missing = self.missing_topics(&plugin).and_then(|missing| {
+        let mut input_partitions = 0;
+        let missing = self.check_topics(&plugin).and_then(|checked| {
+            input_partitions = checked.input_partitions;
+            let missing = checked.missing;
             if self.options.create_missing_topics && !missing.is_empty() {
                 crate::dev::create_topics(&self.options.kafka, &missing)?;
                 return Ok(Vec::new());
@@ -397,6 +400,7 @@ impl PluginRegistry {
             self.producer.clone(),
             self.health.clone(),
             self.options.clone(),
+            input_partitions,
             self.executor.clone(),
             &self.instances,
         ) {
@@ -493,10 +497,12 @@ impl PluginRegistry {
         }
     }
 
-    /// Input and output topics of `plugin` that the cluster does not have.
-    fn missing_topics(&self, plugin: &LoadedPlugin) -> Result<Vec<String>> {
+    /// Which input and output topics of `plugin` the cluster does not have, and how many
+    /// partitions its input topics have (they share its prefetch budget).
+    fn check_topics(&self, plugin: &LoadedPlugin) -> Result<TopicCheck> {
         let manifest = &plugin.manifest;
         let mut missing = Vec::new();
+        let mut input_partitions = 0;
         for topic in manifest
             .input_topics
             .iter()
@@ -518,9 +524,18 @@ impl PluginRegistry {
                 })?;
             if !crate::kafka::has_topic(&md, topic) {
                 missing.push(topic.clone());
+            } else if manifest.input_topics.contains(topic) {
+                input_partitions += md
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map_or(0, |t| t.partitions().len());
             }
         }
-        Ok(missing)
+        Ok(TopicCheck {
+            missing,
+            input_partitions,
+        })
     }
 
     /// Stops every plugin (drain, commit, leave), in parallel.
@@ -606,6 +621,14 @@ fn look_again(
         LoadError::Invalid { .. } | LoadError::NotWasm { .. } | LoadError::Io { .. }
     );
     now != before || (may_be_arriving && seen != Some(before))
+}
+
+/// What [`PluginRegistry::check_topics`] found.
+struct TopicCheck {
+    /// Topics the plugin names that the cluster does not have.
+    missing: Vec<String>,
+    /// The partitions of its input topics that exist.
+    input_partitions: usize,
 }
 
 #[cfg(test)]

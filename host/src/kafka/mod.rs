@@ -57,6 +57,12 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// (2026-11-30, Rust passthrough, broker on the same 2 cores).
 pub const DEFAULT_MAX_UNCOMMITTED: u64 = 50_000;
 
+/// `--prefetch-mib`'s default: what librdkafka may hold in prefetched records per plugin, shared
+/// by its input partitions ([`settings::prefetch_per_partition`]). librdkafka's own limits are
+/// per partition once each partition has its own queue, as in kp (64 MiB and 10,000 messages
+/// each by default): 1,000 partitions with a backlog could hold gigabytes.
+pub const DEFAULT_PREFETCH_MIB: u64 = 256;
+
 /// Options shared by every plugin consumer of one `kp run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -69,6 +75,9 @@ pub struct RunOptions {
     /// At most this many messages of a partition are handled but not yet committed: the bound on
     /// what is handled again after a crash. A worker that reaches it waits for the commit.
     pub max_uncommitted: u64,
+    /// Bytes of prefetched records librdkafka may hold per plugin, over all its input partitions
+    /// (`--prefetch-mib`).
+    pub prefetch_bytes: u64,
     /// The operator's policy: what each plugin may read, write and know.
     pub policy: crate::policy::Policy,
     /// Worker threads that run the partitions of every plugin (`--workers`).
@@ -86,6 +95,7 @@ impl Default for RunOptions {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_uncommitted: DEFAULT_MAX_UNCOMMITTED,
+            prefetch_bytes: DEFAULT_PREFETCH_MIB << 20,
             policy: crate::policy::Policy::default(),
             workers: executor::default_workers(),
             create_missing_topics: false,

@@ -521,6 +521,7 @@ impl PluginConsumer {
         producer: Arc<super::output::OutputProducer>,
         health: Arc<Health>,
         options: RunOptions,
+        input_partitions: usize,
         executor: Arc<Executor>,
         all_instances: &Arc<AllInstances>,
     ) -> Result<Self> {
@@ -546,9 +547,16 @@ impl PluginConsumer {
             view: Arc::default(),
         };
         let view = context.view.clone();
-        let config = options
-            .kafka
-            .consumer_config(&name, &manifest.group_id, options.queue_depth);
+        // The partitions its input topics have now share its prefetch budget; partitions added
+        // later get the same part each (the consumer is configured once).
+        let prefetch_kib =
+            super::settings::prefetch_per_partition(options.prefetch_bytes, input_partitions);
+        let config = options.kafka.consumer_config(
+            &name,
+            &manifest.group_id,
+            options.queue_depth,
+            prefetch_kib,
+        );
         let consumer: BaseConsumer<PluginContext> = create_client(
             &config,
             context,
