@@ -438,10 +438,12 @@ mod tests {
         let consumer_table = flags(&["--plugins", "p", "-X", "fetch.min.bytes=7"])
             .over(file("[kafka-consumer]\n\"fetch.min.bytes\" = 1\n"), None)
             .unwrap();
-        let config = consumer_table
-            .options
-            .kafka
-            .consumer_config("p", "g", 10, 1024);
+        let config = consumer_table.options.kafka.consumer_config(
+            "p",
+            "g",
+            10,
+            crate::kafka::settings::Prefetch::split(1 << 28, 1),
+        );
         assert_eq!(
             config.get("fetch.min.bytes"),
             Some("7"),

@@ -517,7 +517,12 @@ mod tests {
             kafka
                 .validate()
                 .unwrap_or_else(|e| panic!("{protocol:?}: {e:#}"));
-            let config = kafka.consumer_config("p", "g", 10, 1024);
+            let config = kafka.consumer_config(
+                "p",
+                "g",
+                10,
+                crate::kafka::settings::Prefetch::split(1 << 28, 1),
+            );
             assert_eq!(
                 config.get("session.timeout.ms").is_some(),
                 protocol == GroupProtocol::Classic

@@ -348,6 +348,8 @@ impl PluginRegistry {
             let missing = checked.missing;
             if self.options.create_missing_topics && !missing.is_empty() {
                 crate::dev::create_topics(&self.options.kafka, &missing)?;
+                // Counted again with the topics just created.
+                input_partitions = self.check_topics(&plugin)?.input_partitions;
                 return Ok(Vec::new());
             }
             Ok(missing)
@@ -503,11 +505,13 @@ impl PluginRegistry {
         let manifest = &plugin.manifest;
         let mut missing = Vec::new();
         let mut input_partitions = 0;
-        for topic in manifest
+        let inputs = manifest.input_topics.len();
+        for (i, topic) in manifest
             .input_topics
             .iter()
             .chain(manifest.declared_outputs())
             .chain(&manifest.on_failure.dead_letter_topic)
+            .enumerate()
         {
             let md = self.metadata.fetch_metadata(Some(topic), METADATA_TIMEOUT);
             if md.is_err() {
@@ -524,7 +528,8 @@ impl PluginRegistry {
                 })?;
             if !crate::kafka::has_topic(&md, topic) {
                 missing.push(topic.clone());
-            } else if manifest.input_topics.contains(topic) {
+            } else if i < inputs {
+                // An input counted once, even where it is an output too (allow-loops).
                 input_partitions += md
                     .topics()
                     .iter()

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::settings::Prefetch;
 use crate::stop::{Stop, StoppableThread};
 
 use anyhow::{Context, Result};
@@ -549,14 +550,22 @@ impl PluginConsumer {
         let view = context.view.clone();
         // The partitions its input topics have now share its prefetch budget; partitions added
         // later get the same part each (the consumer is configured once).
-        let prefetch_kib =
-            super::settings::prefetch_per_partition(options.prefetch_bytes, input_partitions);
-        let config = options.kafka.consumer_config(
-            &name,
-            &manifest.group_id,
-            options.queue_depth,
-            prefetch_kib,
-        );
+        let prefetch = Prefetch::split(options.prefetch_bytes, input_partitions);
+        let most = prefetch.most_bytes(input_partitions);
+        if most > 2 * prefetch.budget_bytes {
+            tracing::warn!(
+                plugin = %name,
+                "{input_partitions} input partitions at the least prefetch share each (64 KiB) \
+                 may hold up to {} MiB of records, above twice --prefetch-mib {}",
+                most >> 20,
+                prefetch.budget_bytes >> 20
+            );
+        }
+        tracing::debug!(plugin = %name, input_partitions, share_kib = prefetch.share_kib, "prefetch budget split");
+        let config =
+            options
+                .kafka
+                .consumer_config(&name, &manifest.group_id, options.queue_depth, prefetch);
         let consumer: BaseConsumer<PluginContext> = create_client(
             &config,
             context,

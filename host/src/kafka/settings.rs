@@ -16,9 +16,9 @@
 //! - `client.id=kp-<plugin>`: shows in broker logs and metrics.
 //! - `fetch.queue.backoff.ms=10`: librdkafka's default (1000) stalls a partition's fetching for a
 //!   second each time its prefetch queue fills, which cut kp's throughput by two thirds.
-//! - `queued.max.messages.kbytes` and `max.partition.fetch.bytes`: each input partition's equal
-//!   part of `--prefetch-mib` ([`prefetch_per_partition`]), so what a plugin holds prefetched
-//!   does not grow with its partitions.
+//! - `queued.max.messages.kbytes`, `max.partition.fetch.bytes`, `fetch.max.bytes`: each input
+//!   partition's equal part of `--prefetch-mib` ([`Prefetch`]), so what a plugin holds
+//!   prefetched does not grow with its partitions.
 //! - `statistics.interval.ms=5000` with `--http`: librdkafka's statistics give each partition's
 //!   committed offset and lag to the metrics and `/status` (0 turns them off).
 //!
@@ -198,13 +198,13 @@ impl KafkaSettings {
     }
 
     /// The configuration of a plugin's consumer, reading at most `queue_depth` messages and
-    /// `prefetch_kib` KiB of records ahead per partition.
+    /// `prefetch`'s share of bytes ahead per partition.
     pub fn consumer_config(
         &self,
         plugin: &str,
         group_id: &str,
         queue_depth: usize,
-        prefetch_kib: u64,
+        prefetch: Prefetch,
     ) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -212,14 +212,29 @@ impl KafkaSettings {
             .set("client.id", format!("kp-{plugin}"))
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("fetch.queue.backoff.ms", "10")
-            // Checked before a partition is fetched, and a fetch brings up to
-            // max.partition.fetch.bytes more: at most about twice this per partition.
-            .set("queued.max.messages.kbytes", prefetch_kib.to_string())
-            .set(
+            .set("fetch.queue.backoff.ms", "10");
+        // The prefetch budget, unless the user set these (or an alias: librdkafka applies a
+        // client's properties in no fixed order, so kp must not set a second name for one).
+        let user_set = |keys: &[&str]| {
+            keys.iter()
+                .any(|k| self.common.contains_key(*k) || self.consumer.contains_key(*k))
+        };
+        if !user_set(&["queued.max.messages.kbytes"]) {
+            // Checked before a partition is fetched, and a fetch brings up to the partition
+            // fetch size more: at most about twice this per partition.
+            config.set("queued.max.messages.kbytes", prefetch.share_kib.to_string());
+        }
+        if !user_set(&["max.partition.fetch.bytes", "fetch.message.max.bytes"]) {
+            config.set(
                 "max.partition.fetch.bytes",
-                (prefetch_kib * 1024).min(1 << 20).to_string(),
+                prefetch.partition_fetch_bytes().to_string(),
             );
+        }
+        if !user_set(&["fetch.max.bytes", "message.max.bytes"]) {
+            // librdkafka lowers a fetch request's size to queued.max.messages.kbytes unless it
+            // is set: one request must still carry many partitions' parts.
+            config.set("fetch.max.bytes", prefetch.request_bytes().to_string());
+        }
         if self.partition_statistics {
             // Committed offsets and lag per partition for the metrics and /status.
             config.set("statistics.interval.ms", "5000");
@@ -278,13 +293,43 @@ impl KafkaSettings {
     }
 }
 
-/// Each of `partitions` input partitions' part of a plugin's prefetch budget, in KiB: an equal
-/// share of `budget_bytes`, at least 64 KiB (a fetch smaller than that costs more requests than
-/// it saves memory: 64 KiB at 1,000 partitions halved kp's rate in the scale bench) and at most
-/// librdkafka's own default (64 MiB). librdkafka counts the records' bytes; its own bookkeeping
-/// adds a few hundred bytes per record, bounded by `--queue-depth` records per partition.
-pub fn prefetch_per_partition(budget_bytes: u64, partitions: usize) -> u64 {
-    (budget_bytes / 1024 / partitions.max(1) as u64).clamp(64, 64 * 1024)
+/// A plugin's prefetch budget (`--prefetch-mib`) split over its input partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    /// The whole budget, in bytes.
+    pub budget_bytes: u64,
+    /// Each partition's part, in KiB (`queued.max.messages.kbytes`).
+    pub share_kib: u64,
+}
+
+impl Prefetch {
+    /// An equal share of `budget_bytes` for each of `partitions`: at least 64 KiB (a fetch
+    /// smaller than that costs more requests than it saves memory: 64 KiB at 1,000 partitions
+    /// halved kp's rate in the scale bench) and at most librdkafka's own default (64 MiB).
+    pub fn split(budget_bytes: u64, partitions: usize) -> Self {
+        Prefetch {
+            budget_bytes,
+            share_kib: (budget_bytes / 1024 / partitions.max(1) as u64).clamp(64, 64 * 1024),
+        }
+    }
+
+    /// Most bytes one fetch takes of one partition: its share, at most librdkafka's default
+    /// (1 MiB).
+    pub fn partition_fetch_bytes(&self) -> u64 {
+        (self.share_kib * 1024).min(1 << 20)
+    }
+
+    /// Most bytes of one fetch request: the budget, at most librdkafka's default (50 MiB), at
+    /// least the largest record librdkafka takes by default (`message.max.bytes`, 1,000,000).
+    pub fn request_bytes(&self) -> u64 {
+        self.budget_bytes.clamp(1_000_000, 50 << 20)
+    }
+
+    /// The most this plugin's partitions may hold in records' bytes: each its share and one
+    /// fetch more. Above the budget when the 64 KiB floor applies.
+    pub fn most_bytes(&self, partitions: usize) -> u64 {
+        partitions.max(1) as u64 * (self.share_kib * 1024 + self.partition_fetch_bytes())
+    }
 }
 
 /// Parses `key=value` (a `-X` argument).
@@ -423,7 +468,7 @@ mod tests {
         let mut s = settings();
         s.common
             .insert("security.protocol".into(), "SASL_SSL".into());
-        let c = s.consumer_config("up", "kp-up", 500, 1024);
+        let c = s.consumer_config("up", "kp-up", 500, Prefetch::split(1 << 28, 1));
         assert_eq!(c.get("queued.min.messages"), Some("500"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
@@ -434,11 +479,11 @@ mod tests {
             Some("cooperative-sticky")
         );
         s.group_protocol = GroupProtocol::Consumer;
-        let c = s.consumer_config("up", "kp-up", 500, 1024);
+        let c = s.consumer_config("up", "kp-up", 500, Prefetch::split(1 << 28, 1));
         assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("group.instance.id"), None);
         s.instance_id = Some("web-1".into());
-        let c = s.consumer_config("up", "kp-up", 500, 1024);
+        let c = s.consumer_config("up", "kp-up", 500, Prefetch::split(1 << 28, 1));
         assert_eq!(c.get("group.instance.id"), Some("web-1-up"));
         assert_eq!(c.get("group.protocol"), Some("consumer"));
     }
@@ -447,28 +492,36 @@ mod tests {
     fn the_prefetch_budget_is_shared_by_the_partitions_and_the_user_may_override_it() {
         let mib = 1u64 << 20;
         // 256 MiB over 1,000 partitions: 262 KiB each; over 1: librdkafka's own 64 MiB at most.
-        assert_eq!(prefetch_per_partition(256 * mib, 1000), 262);
-        assert_eq!(prefetch_per_partition(256 * mib, 1), 64 * 1024);
-        assert_eq!(prefetch_per_partition(256 * mib, 0), 64 * 1024);
-        assert_eq!(
-            prefetch_per_partition(mib, 1_000_000),
-            64,
-            "at least 64 KiB"
-        );
+        let split = |budget, partitions| Prefetch::split(budget, partitions).share_kib;
+        assert_eq!(split(256 * mib, 1000), 262);
+        assert_eq!(split(256 * mib, 1), 64 * 1024);
+        assert_eq!(split(256 * mib, 0), 64 * 1024);
+        assert_eq!(split(mib, 1_000_000), 64, "at least 64 KiB");
+        let p = Prefetch::split(256 * mib, 1000);
+        assert_eq!(p.most_bytes(1000), 1000 * 2 * 262 * 1024);
+        assert!(Prefetch::split(mib, 100).most_bytes(100) > mib, "the floor");
         let mut s = settings();
-        let c = s.consumer_config("up", "kp-up", 500, 262);
+        let c = s.consumer_config("up", "kp-up", 500, p);
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("262"));
         assert_eq!(c.get("max.partition.fetch.bytes"), Some("268288"));
-        let c = s.consumer_config("up", "kp-up", 500, 64 * 1024);
+        assert_eq!(c.get("fetch.max.bytes"), Some("52428800"));
+        let c = s.consumer_config("up", "kp-up", 500, Prefetch::split(256 * mib, 1));
         assert_eq!(
             c.get("max.partition.fetch.bytes"),
             Some("1048576"),
             "never above librdkafka's default"
         );
+        let c = s.consumer_config("up", "kp-up", 500, Prefetch::split(mib, 1));
+        assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
+        // The user's value wins, under either name: kp sets neither then.
         s.consumer
-            .insert("max.partition.fetch.bytes".into(), "4096".into());
-        let c = s.consumer_config("up", "kp-up", 500, 262);
-        assert_eq!(c.get("max.partition.fetch.bytes"), Some("4096"), "-X wins");
+            .insert("fetch.message.max.bytes".into(), "4096".into());
+        s.common
+            .insert("message.max.bytes".into(), "2000000".into());
+        let c = s.consumer_config("up", "kp-up", 500, p);
+        assert_eq!(c.get("fetch.message.max.bytes"), Some("4096"), "-X wins");
+        assert_eq!(c.get("max.partition.fetch.bytes"), None);
+        assert_eq!(c.get("fetch.max.bytes"), None);
     }
 
     fn refusal(key: &str, value: &str, producer: bool) -> Option<String> {
