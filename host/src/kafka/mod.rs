@@ -58,7 +58,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_UNCOMMITTED: u64 = 50_000;
 
 /// `--prefetch-mib`'s default: what librdkafka may hold in prefetched records per plugin, shared
-/// by its input partitions ([`settings::prefetch_per_partition`]). librdkafka's own limits are
+/// by its input partitions ([`settings::Prefetch`]). librdkafka's own limits are
 /// per partition once each partition has its own queue, as in kp (64 MiB and 10,000 messages
 /// each by default): 1,000 partitions with a backlog could hold gigabytes.
 pub const DEFAULT_PREFETCH_MIB: u64 = 256;
