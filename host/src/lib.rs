@@ -22,6 +22,8 @@
 //! The process's allocator is jemalloc, for Rust and librdkafka alike (`ALLOCATOR`, below; the
 //! default feature `jemalloc`).
 
+// The crate's maps name its internal modules too (`cargo doc --document-private-items` shows them).
+#![allow(rustdoc::private_intra_doc_links)]
 #![deny(unsafe_code)] // Two justified exceptions: loading cached compiled artifacts (sandbox::cache)
 // and reading Kafka header names as bytes (kafka::record).
 

@@ -8,7 +8,7 @@
 //! The guest's **last words**: what it wrote to stderr during the current call (its last
 //! [`LAST_WORDS`] bytes, rate limit or not) is kept on the calling thread, so that when the call
 //! traps, the failure carries the guest's own account: a Rust panic message, a JavaScript
-//! exception, a Python traceback's last lines ([`last_words`]).
+//! exception, a Python traceback's last lines ([`take_last_words`]).
 
 use std::sync::{Arc, Mutex};
 
