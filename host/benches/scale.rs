@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::support::{Rec, produce_with};
 use common::{brokers, build_plugins, committed_total, create_topics, env_num, produce, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -204,41 +205,27 @@ fn loop_round(input: &str, output: &str, partitions: i32, n: usize, idempotent: 
 ///
 /// Why: the broker preallocates a new segment's `.index` and `.timeindex` (10 MB, sparse) and
 /// maps them; the first entry written to each faults a page in. On this machine (page cache
-/// full, 2026-11-30) perf showed such a fault costing the broker about 2.4 ms (readahead
+/// full, 2026-11-30) perf showed such a fault costing the broker about 2.4–3 ms (readahead
 /// allocating and zeroing a large folio of the sparse file): 78% of its CPU while kp wrote to
 /// 1,000 fresh partitions, about 5 s in all. A writer whose batches are large enough never makes
 /// an index entry in a short run (the loop's left 12 of 1,000 partitions indexed), one with
 /// smaller batches pays for all 1,000, so fresh topics measured the broker's first touch, not
 /// the writer. A topic a service writes to for good has paid it once per segment (1 GiB).
 fn touch_indexes(topics: &[&str], partitions: i32) {
-    use rdkafka::producer::Producer;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .unwrap();
     // An index entry is written at the first batch after more than 4 KiB (index.interval.bytes)
-    // of batches without one: four batches of 2 KiB make one.
-    let value = [b'w'; 2048];
+    // of batches without one: four batches of 2 KiB (one record each) make one.
+    let records: Vec<Rec> = (0..4)
+        .flat_map(|_| 0..partitions)
+        .map(|partition| Rec {
+            key: None,
+            value: Some(vec![b'w'; 2048]),
+            headers: Vec::new(),
+            partition: Some(partition),
+        })
+        .collect();
+    let one_record_batches = [("linger.ms", "0"), ("batch.num.messages", "1")];
     for topic in topics {
-        for _ in 0..4 {
-            for partition in 0..partitions {
-                let mut record = BaseRecord::<(), [u8]>::to(topic)
-                    .partition(partition)
-                    .payload(&value[..]);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            record = back;
-                            producer.poll(Duration::from_millis(5));
-                        }
-                    }
-                }
-            }
-            producer.flush(Duration::from_secs(60)).unwrap();
-        }
+        produce_with(topic, &records, &one_record_batches);
     }
 }
 
